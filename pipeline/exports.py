@@ -1,0 +1,67 @@
+"""A transcript's lines written out as TXT, SRT, WebVTT or JSON."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+from models.engine import Line
+
+FORMATS = ("txt", "srt", "vtt", "json")
+
+
+def render(fmt: str, lines: list[Line], meta: dict[str, Any] | None = None) -> str:
+    """The transcript in one of ``FORMATS``."""
+    writers: dict[str, Callable[[list[Line], dict[str, Any]], str]] = {
+        "txt": _txt,
+        "srt": _srt,
+        "vtt": _vtt,
+        "json": _json,
+    }
+    if fmt not in writers:
+        raise ValueError(f"unknown format {fmt!r}")
+    return writers[fmt](lines, meta or {})
+
+
+def clock(seconds: float, *, decimal: str = ".", hours: bool = True) -> str:
+    """``H:MM:SS.mmm``-style time; SRT wants a comma before the milliseconds."""
+    millis = int(round(max(0.0, seconds) * 1000))
+    h, rest = divmod(millis, 3_600_000)
+    m, rest = divmod(rest, 60_000)
+    s, ms = divmod(rest, 1000)
+    if hours or h:
+        return f"{h:02d}:{m:02d}:{s:02d}{decimal}{ms:03d}"
+    return f"{m:02d}:{s:02d}{decimal}{ms:03d}"
+
+
+def _txt(lines: list[Line], meta: dict[str, Any]) -> str:
+    rows = [f"[{clock(line.start)[:8]}] {line.text}" for line in lines]
+    return "\n".join(rows) + ("\n" if rows else "")
+
+
+def _srt(lines: list[Line], meta: dict[str, Any]) -> str:
+    blocks = [
+        f"{n}\n{clock(line.start, decimal=',')} --> {clock(line.end, decimal=',')}\n"
+        f"{line.text}\n"
+        for n, line in enumerate(lines, start=1)
+    ]
+    return "\n".join(blocks)
+
+
+def _vtt(lines: list[Line], meta: dict[str, Any]) -> str:
+    blocks = [
+        f"{clock(line.start)} --> {clock(line.end)}\n{_vtt_text(line.text)}\n"
+        for line in lines
+    ]
+    return "WEBVTT\n\n" + "\n".join(blocks)
+
+
+def _vtt_text(text: str) -> str:
+    # "-->" would end the cue timing line early; "<" and "&" start markup.
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace("-->", "->")
+
+
+def _json(lines: list[Line], meta: dict[str, Any]) -> str:
+    body = {**meta, "segments": [line.to_dict() for line in lines]}
+    return json.dumps(body, ensure_ascii=False, indent=2) + "\n"

@@ -1,0 +1,380 @@
+"""The data directory: one SQLite database and one folder per recording.
+
+Layout under ``data_dir``::
+
+    pd.sqlite3                     every row of every recording
+    recordings/<id>/source.<ext>   the uploaded file (when the app owns it)
+    recordings/<id>/segments/      16 kHz mono pieces cut by ffmpeg
+    models/                        local model files prepared at first use
+
+Everything of one recording lives in its folder and in rows keyed by its id,
+so ``delete_recording`` removes it completely. This module owns the schema.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import logging
+import shutil
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+
+from pipeline.errors import NotFoundError, StorageError
+
+log = logging.getLogger(__name__)
+
+DISK_FULL_MESSAGE = (
+    "Disken på servern är full. Inget har gått förlorat; ta bort gamla "
+    "inspelningar eller be administratören frigöra utrymme och försök igen."
+)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS recordings (
+    id TEXT PRIMARY KEY,
+    owner TEXT NOT NULL,
+    title TEXT NOT NULL,
+    source_name TEXT NOT NULL,
+    source_path TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    size_bytes INTEGER NOT NULL,
+    duration_s REAL,
+    state TEXT NOT NULL,
+    error TEXT,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS recordings_owner ON recordings(owner, fingerprint);
+CREATE TABLE IF NOT EXISTS segments (
+    recording_id TEXT NOT NULL REFERENCES recordings(id) ON DELETE CASCADE,
+    idx INTEGER NOT NULL,
+    start_s REAL NOT NULL,
+    end_s REAL NOT NULL,
+    path TEXT NOT NULL,
+    PRIMARY KEY (recording_id, idx)
+);
+CREATE TABLE IF NOT EXISTS transcripts (
+    id TEXT PRIMARY KEY,
+    recording_id TEXT NOT NULL REFERENCES recordings(id) ON DELETE CASCADE,
+    engine TEXT NOT NULL,
+    model TEXT NOT NULL,
+    language TEXT NOT NULL,
+    state TEXT NOT NULL,
+    error TEXT,
+    cost_usd REAL NOT NULL DEFAULT 0,
+    created_at REAL NOT NULL,
+    started_at REAL,
+    finished_at REAL
+);
+CREATE INDEX IF NOT EXISTS transcripts_recording ON transcripts(recording_id);
+CREATE TABLE IF NOT EXISTS transcript_segments (
+    transcript_id TEXT NOT NULL REFERENCES transcripts(id) ON DELETE CASCADE,
+    idx INTEGER NOT NULL,
+    start_s REAL NOT NULL,
+    end_s REAL NOT NULL,
+    text TEXT NOT NULL,
+    lines TEXT NOT NULL,
+    elapsed_s REAL NOT NULL,
+    cost_usd REAL NOT NULL DEFAULT 0,
+    PRIMARY KEY (transcript_id, idx)
+);
+"""
+
+
+@dataclass(frozen=True)
+class Segment:
+    """A piece of a recording's audio on disk, with its place in the original."""
+
+    recording_id: str
+    idx: int
+    start_s: float
+    end_s: float
+    path: Path
+
+    @property
+    def duration_s(self) -> float:
+        return self.end_s - self.start_s
+
+
+class Store:
+    """Thread-safe access to the database and the files of the data directory."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = Path(data_dir)
+        try:
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(
+                self.data_dir / "pd.sqlite3",
+                check_same_thread=False,
+                timeout=30,
+                isolation_level=None,
+            )
+        except (OSError, sqlite3.Error) as exc:
+            raise _storage_error(exc) from exc
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA foreign_keys=ON")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        self._conn = conn
+        self._lock = threading.RLock()
+        self.db = sqlite_utils.Database(conn)
+        with self._lock:
+            conn.executescript(SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One atomic write; disk-full and I/O errors become ``StorageError``."""
+        with self._lock:
+            try:
+                self._conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield self._conn
+                except BaseException:
+                    self._conn.execute("ROLLBACK")
+                    raise
+                self._conn.execute("COMMIT")
+            except sqlite3.OperationalError as exc:
+                raise _storage_error(exc) from exc
+
+    def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
+        with self._lock:
+            return list(self.db.query(sql, params))
+
+    # Recordings --------------------------------------------------------------
+
+    def recording_dir(self, recording_id: str) -> Path:
+        return self.data_dir / "recordings" / recording_id
+
+    def add_recording(
+        self,
+        *,
+        owner: str,
+        title: str,
+        source_name: str,
+        source_path: Path,
+        fingerprint: str,
+        size_bytes: int,
+    ) -> str:
+        recording_id = uuid.uuid4().hex
+        now = time.time()
+        with self.transaction() as conn:
+            conn.execute(
+                "INSERT INTO recordings (id, owner, title, source_name, source_path,"
+                " fingerprint, size_bytes, state, created_at, updated_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, 'new', ?, ?)",
+                (
+                    recording_id,
+                    owner,
+                    title,
+                    source_name,
+                    str(source_path),
+                    fingerprint,
+                    size_bytes,
+                    now,
+                    now,
+                ),
+            )
+        return recording_id
+
+    def recording(self, recording_id: str) -> dict[str, Any]:
+        rows = self.query("SELECT * FROM recordings WHERE id = ?", (recording_id,))
+        if not rows:
+            raise NotFoundError("Inspelningen finns inte (den kan ha tagits bort).")
+        return rows[0]
+
+    def find_recording(self, owner: str, fingerprint: str) -> dict[str, Any] | None:
+        rows = self.query(
+            "SELECT * FROM recordings WHERE owner = ? AND fingerprint = ?"
+            " AND state != 'failed' ORDER BY created_at DESC LIMIT 1",
+            (owner, fingerprint),
+        )
+        return rows[0] if rows else None
+
+    def set_recording_state(
+        self,
+        recording_id: str,
+        state: str,
+        *,
+        error: str | None = None,
+        duration_s: float | None = None,
+    ) -> None:
+        with self.transaction() as conn:
+            conn.execute(
+                "UPDATE recordings SET state = ?, error = ?,"
+                " duration_s = COALESCE(?, duration_s), updated_at = ? WHERE id = ?",
+                (state, error, duration_s, time.time(), recording_id),
+            )
+
+    def delete_recording(self, recording_id: str) -> None:
+        """Remove every row and every file of one recording."""
+        folder = self.recording_dir(recording_id)
+        with self.transaction() as conn:
+            conn.execute(
+                "DELETE FROM transcript_segments WHERE transcript_id IN"
+                " (SELECT id FROM transcripts WHERE recording_id = ?)",
+                (recording_id,),
+            )
+            conn.execute(
+                "DELETE FROM transcripts WHERE recording_id = ?", (recording_id,)
+            )
+            conn.execute("DELETE FROM segments WHERE recording_id = ?", (recording_id,))
+            conn.execute("DELETE FROM recordings WHERE id = ?", (recording_id,))
+        shutil.rmtree(folder, ignore_errors=True)
+
+    # Segments ----------------------------------------------------------------
+
+    def replace_segments(self, recording_id: str, segments: list[Segment]) -> None:
+        with self.transaction() as conn:
+            conn.execute("DELETE FROM segments WHERE recording_id = ?", (recording_id,))
+            conn.executemany(
+                "INSERT INTO segments (recording_id, idx, start_s, end_s, path)"
+                " VALUES (?, ?, ?, ?, ?)",
+                [
+                    (recording_id, s.idx, s.start_s, s.end_s, str(s.path))
+                    for s in segments
+                ],
+            )
+
+    def segments(self, recording_id: str) -> list[Segment]:
+        rows = self.query(
+            "SELECT * FROM segments WHERE recording_id = ? ORDER BY idx",
+            (recording_id,),
+        )
+        return [
+            Segment(
+                recording_id=r["recording_id"],
+                idx=r["idx"],
+                start_s=r["start_s"],
+                end_s=r["end_s"],
+                path=Path(r["path"]),
+            )
+            for r in rows
+        ]
+
+    # Transcripts -------------------------------------------------------------
+
+    def add_transcript(
+        self, recording_id: str, *, engine: str, model: str, language: str
+    ) -> str:
+        transcript_id = uuid.uuid4().hex
+        with self.transaction() as conn:
+            conn.execute(
+                "INSERT INTO transcripts (id, recording_id, engine, model, language,"
+                " state, created_at) VALUES (?, ?, ?, ?, ?, 'waiting', ?)",
+                (transcript_id, recording_id, engine, model, language, time.time()),
+            )
+        return transcript_id
+
+    def transcript(self, transcript_id: str) -> dict[str, Any]:
+        rows = self.query("SELECT * FROM transcripts WHERE id = ?", (transcript_id,))
+        if not rows:
+            raise NotFoundError("Transkriptionen finns inte.")
+        return rows[0]
+
+    def find_transcript(
+        self, recording_id: str, *, engine: str, model: str, language: str
+    ) -> dict[str, Any] | None:
+        rows = self.query(
+            "SELECT * FROM transcripts WHERE recording_id = ? AND engine = ?"
+            " AND model = ? AND language = ? ORDER BY created_at DESC LIMIT 1",
+            (recording_id, engine, model, language),
+        )
+        return rows[0] if rows else None
+
+    def set_transcript_state(
+        self, transcript_id: str, state: str, *, error: str | None = None
+    ) -> None:
+        now = time.time()
+        with self.transaction() as conn:
+            conn.execute(
+                "UPDATE transcripts SET state = ?, error = ?,"
+                " started_at = CASE WHEN ? = 'running'"
+                "   THEN COALESCE(started_at, ?) ELSE started_at END,"
+                " finished_at = CASE WHEN ? IN ('done', 'failed')"
+                "   THEN ? ELSE NULL END"
+                " WHERE id = ?",
+                (state, error, state, now, state, now, transcript_id),
+            )
+
+    def save_segment_result(
+        self,
+        transcript_id: str,
+        segment: Segment,
+        *,
+        text: str,
+        lines: list[dict[str, Any]],
+        elapsed_s: float,
+        cost_usd: float = 0.0,
+    ) -> None:
+        """Store one finished segment; a restart never transcribes it again."""
+        with self.transaction() as conn:
+            conn.execute(
+                "INSERT OR REPLACE INTO transcript_segments (transcript_id, idx,"
+                " start_s, end_s, text, lines, elapsed_s, cost_usd)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    transcript_id,
+                    segment.idx,
+                    segment.start_s,
+                    segment.end_s,
+                    text,
+                    json.dumps(lines, ensure_ascii=False),
+                    elapsed_s,
+                    cost_usd,
+                ),
+            )
+            conn.execute(
+                "UPDATE transcripts SET cost_usd = (SELECT COALESCE(SUM(cost_usd), 0)"
+                " FROM transcript_segments WHERE transcript_id = ?) WHERE id = ?",
+                (transcript_id, transcript_id),
+            )
+
+    def done_segment_indexes(self, transcript_id: str) -> set[int]:
+        rows = self.query(
+            "SELECT idx FROM transcript_segments WHERE transcript_id = ?",
+            (transcript_id,),
+        )
+        return {r["idx"] for r in rows}
+
+    def segment_results(self, transcript_id: str) -> list[dict[str, Any]]:
+        rows = self.query(
+            "SELECT * FROM transcript_segments WHERE transcript_id = ? ORDER BY idx",
+            (transcript_id,),
+        )
+        for row in rows:
+            row["lines"] = json.loads(row["lines"])
+        return rows
+
+
+def _storage_error(exc: BaseException) -> StorageError:
+    log.error("storage failed: %s", exc)
+    text = str(exc).lower()
+    full = "disk is full" in text or getattr(exc, "errno", None) == errno.ENOSPC
+    if full:
+        return StorageError(DISK_FULL_MESSAGE)
+    return StorageError(
+        "Datakatalogen på servern går inte att skriva till. Kontakta administratören."
+    )
+
+
+def disk_error(exc: OSError) -> StorageError:
+    """Translate a file-system error met while writing audio or exports."""
+    return _storage_error(exc)
