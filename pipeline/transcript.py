@@ -114,9 +114,12 @@ def _run_pending(
 
 
 def _timed(engine: Engine, piece: Segment, language: str) -> tuple[SegmentText, float]:
+    log.info("segment %d started (%.1f s audio)", piece.idx, piece.duration_s)
     started = time.monotonic()
     result = engine.transcribe(piece.path, language)
-    return result, time.monotonic() - started
+    elapsed = time.monotonic() - started
+    log.info("segment %d transcribed in %.1f s", piece.idx, elapsed)
+    return result, elapsed
 
 
 def _save(
