@@ -61,16 +61,23 @@ def main(argv: list[str] | None = None) -> int:
         with Store(settings.data_dir) as store:
             return _transcribe_all(args, settings, store)
     except PedagogiskError as exc:
-        print(f"\nfel: {exc.message}", file=sys.stderr)
+        _end_bar_line()
+        print(f"fel: {exc.message}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
+        _end_bar_line()
         print(
-            "\nAvbrutet. Kör samma kommando igen för att fortsätta där det slutade.",
+            "Avbrutet. Kör samma kommando igen för att fortsätta där det slutade.",
             file=sys.stderr,
         )
         # Finished segments are committed; skip waiting for the one in flight.
         sys.stderr.flush()
         os._exit(130)
+
+
+def _end_bar_line() -> None:
+    if sys.stderr.isatty():
+        sys.stderr.write("\n")
 
 
 def _settings(args: argparse.Namespace) -> Settings:

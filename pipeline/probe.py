@@ -25,6 +25,8 @@ class MediaInfo:
     # Container duration; None when the container does not say (browser WebM).
     duration_s: float | None
     has_video: bool
+    # The header promises more bytes than the file holds (an interrupted copy).
+    truncated: bool = False
 
 
 def probe(path: Path, display_name: str | None = None) -> MediaInfo:
@@ -53,7 +55,7 @@ def probe(path: Path, display_name: str | None = None) -> MediaInfo:
         timeout=120,
     )
     if proc.returncode != 0:
-        log.warning("ffprobe rejected %s: %s", path, proc.stderr.strip()[-500:])
+        log.info("ffprobe rejected %s: %s", path, proc.stderr.strip()[-500:])
         raise InputError(
             f"Filen '{name}' är inte en ljud- eller videofil som går att läsa"
             " (skadad eller okänt format)."
@@ -70,7 +72,21 @@ def probe(path: Path, display_name: str | None = None) -> MediaInfo:
         audio_codec=audio[0].get("codec_name", ""),
         duration_s=_positive_float(fmt.get("duration")),
         has_video=any(s.get("codec_type") == "video" for s in streams),
+        truncated="wav" in fmt.get("format_name", "") and _riff_short(path, size),
     )
+
+
+def _riff_short(path: Path, size: int) -> bool:
+    """Whether a WAV's RIFF header declares more bytes than the file has."""
+    with path.open("rb") as fh:
+        header = fh.read(8)
+    if len(header) < 8 or header[:4] != b"RIFF":
+        return False
+    declared = int.from_bytes(header[4:8], "little")
+    # Recorders that stream WAV write 0 or the maximum before they know the size.
+    if declared in (0, 0xFFFFFFFF, 0xFFFFFFFF - 8):
+        return False
+    return declared + 8 > size
 
 
 def _positive_float(value: object) -> float | None:

@@ -99,6 +99,11 @@ def _cut(
     if not source.is_file():
         raise InputError(f"Originalfilen för '{name}' finns inte längre på servern.")
     info = probe.probe(source, name)
+    if info.truncated:
+        raise InputError(
+            f"Filen '{name}' är avkortad: den slutar innan ljudet gör det."
+            " Ladda upp hela filen igen."
+        )
     scan = segments.scan(source, on_progress)
     if scan.duration_s < 0.1:
         raise InputError(f"Filen '{name}' innehåller inget ljud.")

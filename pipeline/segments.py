@@ -108,7 +108,7 @@ def scan(path: Path, on_progress: Progress | None = None) -> Scan:
     proc.wait()
     reader.join()
     if proc.returncode != 0:
-        log.warning("ffmpeg scan of %s failed: %s", path, " | ".join(tail))
+        log.info("ffmpeg scan of %s failed: %s", path, " | ".join(tail))
         raise InputError(
             f"Ljudet i '{path.name}' går inte att avkoda (filen är skadad)."
         )
@@ -118,27 +118,37 @@ def scan(path: Path, on_progress: Progress | None = None) -> Scan:
 def plan_cuts(
     duration_s: float, silences: list[tuple[float, float]], target_s: float
 ) -> list[float]:
-    """Choose cut times: the best pause within the window around each target."""
-    window = target_s * CUT_WINDOW
+    """Choose cut times: the best pause near each target, else the target itself.
+
+    The pause is looked for within ``CUT_WINDOW`` of the target length, then
+    within twice that; only with no pause in either is a word at risk.
+    """
     cuts: list[float] = []
     pos = 0.0
-    while duration_s - pos > target_s + window:
+    while duration_s - pos > target_s * (1 + CUT_WINDOW):
         aim = pos + target_s
-        best: tuple[float, float] | None = None
-        for start, end in silences:
-            mid = (start + end) / 2
-            if mid < aim - window:
-                continue
-            if mid > aim + window:
-                break
-            # Long pauses first; among equals, the one nearest the target.
-            score = min(end - start, 2.0) - 0.01 * abs(mid - aim)
-            if best is None or score > best[0]:
-                best = (score, mid)
-        cut = best[1] if best else aim
+        cut = _best_pause(silences, aim, target_s * CUT_WINDOW)
+        if cut is None:
+            cut = _best_pause(silences, aim, target_s * CUT_WINDOW * 2)
+        cut = aim if cut is None else cut
         cuts.append(round(cut, 3))
         pos = cut
     return cuts
+
+
+def _best_pause(
+    silences: list[tuple[float, float]], aim: float, window: float
+) -> float | None:
+    best: tuple[float, float] | None = None
+    for start, end in silences:
+        mid = (start + end) / 2
+        if abs(mid - aim) > window:
+            continue
+        # Long pauses first; among pauses of a similar length, the nearest.
+        score = min(end - start, 2.0) - 0.01 * abs(mid - aim)
+        if best is None or score > best[0]:
+            best = (score, mid)
+    return None if best is None else best[1]
 
 
 def cut(
@@ -192,7 +202,7 @@ def cut(
         shutil.rmtree(partial, ignore_errors=True)
         if _DISK_FULL.search(proc.stderr):
             raise StorageError(DISK_FULL_MESSAGE)
-        log.warning("ffmpeg cut of %s failed: %s", path, proc.stderr[-800:])
+        log.info("ffmpeg cut of %s failed: %s", path, proc.stderr[-800:])
         raise InputError(
             f"Ljudet i '{path.name}' går inte att dela upp (filen är skadad)."
         )

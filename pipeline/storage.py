@@ -147,10 +147,13 @@ class Store:
                 self._conn.execute("BEGIN IMMEDIATE")
                 try:
                     yield self._conn
+                    self._conn.execute("COMMIT")
                 except BaseException:
-                    self._conn.execute("ROLLBACK")
+                    # SQLite has already rolled back after some errors (a full
+                    # disk among them); a second rollback would hide the cause.
+                    if self._conn.in_transaction:
+                        self._conn.execute("ROLLBACK")
                     raise
-                self._conn.execute("COMMIT")
             except sqlite3.OperationalError as exc:
                 raise _storage_error(exc) from exc
 

@@ -90,27 +90,44 @@ def _run_pending(
     tracker: _Tracker,
     stop: threading.Event | None,
 ) -> None:
+    """Keep ``parallelism`` segments in flight; store each as it finishes.
+
+    After a failure or a stop request no new segment starts, but those already
+    in flight are awaited and stored: their work is not thrown away.
+    """
     language = store.transcript(transcript_id)["language"]
     queue = list(reversed(pending))
     in_flight: dict[Future[tuple[SegmentText, float]], Segment] = {}
+    failure: PedagogiskError | None = None
     pool = ThreadPoolExecutor(max_workers=engine.parallelism)
     try:
-        while queue or in_flight:
+        while in_flight or (queue and failure is None and not _stopped(stop)):
             while queue and len(in_flight) < engine.parallelism:
-                if stop is not None and stop.is_set():
-                    raise Stopped
+                if failure is not None or _stopped(stop):
+                    break
                 piece = queue.pop()
                 in_flight[pool.submit(_timed, engine, piece, language)] = piece
             finished, _ = wait(in_flight, return_when=FIRST_COMPLETED)
             for future in finished:
                 piece = in_flight.pop(future)
-                result, elapsed = future.result()
+                try:
+                    result, elapsed = future.result()
+                except PedagogiskError as exc:
+                    failure = failure or exc
+                    continue
                 _save(store, transcript_id, piece, result, elapsed)
                 tracker.advance(piece)
     finally:
-        # Never wait for a segment still in flight: on an error or Ctrl-C the
-        # caller decides; a late result is still a valid stored segment.
+        # Ctrl-C lands here with segments in flight: do not wait for them.
         pool.shutdown(wait=False, cancel_futures=True)
+    if failure is not None:
+        raise failure
+    if queue:
+        raise Stopped
+
+
+def _stopped(stop: threading.Event | None) -> bool:
+    return stop is not None and stop.is_set()
 
 
 def _timed(engine: Engine, piece: Segment, language: str) -> tuple[SegmentText, float]:
