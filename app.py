@@ -1,41 +1,66 @@
-"""PedagogiskDialog's web app (Gradio). For now a minimal page over the pipeline.
+"""Start PedagogiskDialog: ``python app.py [--host H] [--port P]``.
 
-``python app.py [--host H] [--port P]`` starts it.
+Wires the settings, the data directory, the first admin account and the web
+application together, then serves it with uvicorn.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
+import sys
 
 from pipeline.config import Settings
+from pipeline.errors import PedagogiskError
 from pipeline.storage import Store
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("pedagogiskdialog")
 
 
-def build(settings: Settings):  # type: ignore[no-untyped-def]
-    import gradio as gr
-
-    with gr.Blocks(title="PedagogiskDialog") as demo:
-        gr.Markdown(
-            "# PedagogiskDialog\n"
-            "Transkribering av inspelade samtal. Webbgränssnittet byggs just nu;"
-            " använd `python -m pipeline transcribe FIL` tills vidare."
-        )
-    return demo
-
-
-def main(argv: list[str] | None = None) -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="Starta PedagogiskDialog.")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=7860)
-    args = parser.parse_args(argv)
-    settings = Settings.from_env()
-    logging.basicConfig(level=settings.log_level)
-    Store(settings.data_dir).close()
-    build(settings).launch(server_name=args.host, server_port=args.port)
+    parser.add_argument("--host", default="127.0.0.1", help="standard: 127.0.0.1")
+    parser.add_argument("--port", type=int, default=7860, help="standard: 7860")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = Settings.from_env()
+    except PedagogiskError as exc:
+        print(f"fel: {exc.message}", file=sys.stderr)
+        return 1
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    # Gradio's own telemetry would try the network at every start.
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+    import uvicorn
+
+    from web import accounts
+    from web.server import create_app
+
+    with Store(settings.data_dir) as store:
+        password = accounts.ensure_admin(store, settings.admin_password or None)
+    if password:
+        print(
+            f"Första start: kontot 'admin' skapades med lösenordet {password}\n"
+            "Spara det nu; det visas inte igen. Byt det med"
+            " 'python -m web.accounts set-password admin'.",
+            flush=True,
+        )
+    app = create_app(settings)
+    print(
+        f"PedagogiskDialog: logga in på http://{args.host}:{args.port}/login",
+        flush=True,
+    )
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -33,6 +33,14 @@ class Settings:
     openai_model: str = "whisper-1"
     openai_concurrency: int = 4
     log_level: str = "INFO"
+    # Days after a transcript is done before its audio is deleted; 0 keeps it.
+    audio_retention_days: float = 30.0
+    upload_expiry_hours: float = 24.0
+    max_upload_bytes: int = 4 * 1024**3
+    # Password for the first admin account; empty prints a random one once.
+    admin_password: str = field(default="", repr=False)
+    # Set on a server behind HTTPS so cookies are never sent in clear.
+    secure_cookies: bool = False
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:

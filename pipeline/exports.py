@@ -65,3 +65,20 @@ def _vtt_text(text: str) -> str:
 def _json(lines: list[Line], meta: dict[str, Any]) -> str:
     body = {**meta, "segments": [line.to_dict() for line in lines]}
     return json.dumps(body, ensure_ascii=False, indent=2) + "\n"
+
+
+def docx_bytes(lines: list[Line], title: str) -> bytes:
+    """The transcript as a Word document: a heading, then one timed paragraph each."""
+    import io
+
+    from docx import Document
+
+    document = Document()
+    document.add_heading(title, level=1)
+    for line in lines:
+        paragraph = document.add_paragraph()
+        paragraph.add_run(f"[{clock(line.start)[:8]}] ").bold = True
+        paragraph.add_run(line.text)
+    buffer = io.BytesIO()
+    document.save(buffer)
+    return buffer.getvalue()

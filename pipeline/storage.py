@@ -50,6 +50,7 @@ CREATE TABLE IF NOT EXISTS recordings (
     duration_s REAL,
     state TEXT NOT NULL,
     error TEXT,
+    audio_deleted_at REAL,
     created_at REAL NOT NULL,
     updated_at REAL NOT NULL
 );
@@ -194,8 +195,9 @@ class Store:
         source_path: Path,
         fingerprint: str,
         size_bytes: int,
+        recording_id: str | None = None,
     ) -> str:
-        recording_id = uuid.uuid4().hex
+        recording_id = recording_id or uuid.uuid4().hex
         now = time.time()
         with self.transaction() as conn:
             conn.execute(
@@ -221,6 +223,40 @@ class Store:
         if not rows:
             raise NotFoundError("Inspelningen finns inte (den kan ha tagits bort).")
         return rows[0]
+
+    def owned_recording(self, owner: str, recording_id: str) -> dict[str, Any]:
+        """The recording if ``owner`` has it; otherwise as if it did not exist."""
+        rows = self.query(
+            "SELECT * FROM recordings WHERE id = ? AND owner = ?",
+            (recording_id, owner),
+        )
+        if not rows:
+            raise NotFoundError("Inspelningen finns inte (den kan ha tagits bort).")
+        return rows[0]
+
+    def recordings_of(self, owner: str) -> list[dict[str, Any]]:
+        """The owner's recordings, newest first, each with its latest transcript."""
+        return self.query(
+            "SELECT r.*, t.id AS transcript_id, t.engine, t.model,"
+            " t.state AS transcript_state, t.error AS transcript_error,"
+            " t.finished_at, t.cost_usd,"
+            " (SELECT COUNT(*) FROM segments s WHERE s.recording_id = r.id)"
+            "   AS segments_total,"
+            " (SELECT COUNT(*) FROM transcript_segments ts"
+            "   WHERE ts.transcript_id = t.id) AS segments_done"
+            " FROM recordings r LEFT JOIN transcripts t ON t.id = ("
+            "   SELECT id FROM transcripts WHERE recording_id = r.id"
+            "   ORDER BY created_at DESC LIMIT 1)"
+            " WHERE r.owner = ? ORDER BY r.created_at DESC",
+            (owner,),
+        )
+
+    def rename_recording(self, recording_id: str, title: str) -> None:
+        with self.transaction() as conn:
+            conn.execute(
+                "UPDATE recordings SET title = ?, updated_at = ? WHERE id = ?",
+                (title, time.time(), recording_id),
+            )
 
     def find_recording(self, owner: str, fingerprint: str) -> dict[str, Any] | None:
         rows = self.query(
@@ -334,6 +370,12 @@ class Store:
                 "   THEN ? ELSE NULL END"
                 " WHERE id = ?",
                 (state, error, state, now, state, now, transcript_id),
+            )
+
+    def set_transcript_model(self, transcript_id: str, model: str) -> None:
+        with self.transaction() as conn:
+            conn.execute(
+                "UPDATE transcripts SET model = ? WHERE id = ?", (model, transcript_id)
             )
 
     def save_segment_result(

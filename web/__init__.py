@@ -1,0 +1,1 @@
+"""The web side: the FastAPI server, accounts and the Gradio UI."""
