@@ -55,6 +55,15 @@ EXPORT_TYPES = {
 }
 
 
+def _signed_in(request: Request) -> str:
+    """The request's user, or 401: the dependency of every private route."""
+    auth: accounts.Auth = request.app.state.auth
+    return auth.require_user(request)
+
+
+User = Annotated[str, Depends(_signed_in)]
+
+
 class Services:
     """What the routes share: settings, the store, the worker, upload counters."""
 
@@ -127,9 +136,9 @@ def create_app(settings: Settings, *, run_worker: bool = True) -> FastAPI:
     app.state.services = services
 
     auth = accounts.Auth(store, secure_cookies=settings.secure_cookies)
+    app.state.auth = auth
     user_of = auth.current_user
     require_user = auth.require_user
-    User = Annotated[str, Depends(require_user)]
 
     app.include_router(auth.router)
     app.include_router(
@@ -178,6 +187,16 @@ def create_app(settings: Settings, *, run_worker: bool = True) -> FastAPI:
             raise HTTPException(404, "Ljudet finns inte längre.")
         kind = mimetypes.guess_type(rec["source_name"])[0] or "application/octet-stream"
         return FileResponse(source, media_type=kind)
+
+    @app.delete(
+        "/api/recordings/{recording_id}",
+        status_code=204,
+        dependencies=[Depends(auth.require_csrf)],
+    )
+    def delete_recording(recording_id: str, user: User) -> None:
+        _owned(store, user, recording_id)
+        store.delete_recording(recording_id)
+        log.info("recording %s deleted by its owner", recording_id)
 
     @app.get("/api/transcripts/{transcript_id}/export.{fmt}")
     def export(transcript_id: str, fmt: str, user: User) -> Response:
