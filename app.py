@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shutil
 import sys
 
 from pipeline.config import Settings
@@ -36,8 +37,13 @@ def main(argv: list[str] | None = None) -> int:
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    # Gradio's own telemetry would try the network at every start.
+    # Gradio's own telemetry would try the network at every start, and its
+    # temporary files belong in the data directory, emptied at each start.
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    gradio_tmp = settings.data_dir / "tmp" / "gradio"
+    shutil.rmtree(gradio_tmp, ignore_errors=True)
+    gradio_tmp.mkdir(parents=True, exist_ok=True)
+    os.environ["GRADIO_TEMP_DIR"] = str(gradio_tmp)
 
     import uvicorn
 
@@ -58,7 +64,16 @@ def main(argv: list[str] | None = None) -> int:
         f"PedagogiskDialog: logga in på http://{args.host}:{args.port}/login",
         flush=True,
     )
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    # Behind a proxy (Render) the client address comes from X-Forwarded-For;
+    # FORWARDED_ALLOW_IPS says which proxies to believe (login rate limits).
+    uvicorn.run(
+        app,
+        host=args.host,
+        port=args.port,
+        log_level="warning",
+        proxy_headers=True,
+        forwarded_allow_ips=os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1"),
+    )
     return 0
 
 

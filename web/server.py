@@ -222,6 +222,16 @@ def create_app(settings: Settings, *, run_worker: bool = True) -> FastAPI:
             headers={"Content-Disposition": f'attachment; filename="{filename}"'},
         )
 
+    @app.middleware("http")
+    async def login_first(request: Request, call_next: Any) -> Response:
+        # The page itself sends a visitor to the login form; Gradio's API
+        # routes keep answering 401 to programs.
+        if request.url.path in ("/app", "/app/") and request.method == "GET":
+            if user_of(request) is None:
+                return RedirectResponse("/login?next=/app/", status_code=303)
+        response: Response = await call_next(request)
+        return response
+
     @app.get("/")
     def root(request: Request) -> RedirectResponse:
         target = "/app/" if user_of(request) else "/login"

@@ -85,12 +85,13 @@ def build_ui(store: Store, worker: Worker, settings: Settings) -> gr.Blocks:
 
         def _detail(current: str, owner: str) -> tuple[Any, ...]:
             if not current:
-                return (gr.update(visible=False), "", "", "")
+                return (gr.update(visible=False), "", "", "", gr.update(visible=False))
             return (
                 gr.update(visible=True),
                 views.detail_markdown(store, worker, owner, current),
                 views.transcript_html(store, owner, current),
                 views.downloads_html(store, owner, current),
+                gr.update(visible=views.has_failed(store, owner, current)),
             )
 
         def choose(
@@ -99,7 +100,8 @@ def build_ui(store: Store, worker: Worker, settings: Settings) -> gr.Blocks:
             owner = _owner(request)
             row = evt.index[0] if isinstance(evt.index, list | tuple) else evt.index
             if not isinstance(row, int) or not 0 <= row < len(found_ids):
-                return ("", gr.update(visible=False), "", "", "", "", "")
+                hidden = gr.update(visible=False)
+                return ("", hidden, "", "", "", hidden, "", "")
             recording_id = found_ids[row]
             rec = store.owned_recording(owner, recording_id)
             return (
@@ -139,7 +141,7 @@ def build_ui(store: Store, worker: Worker, settings: Settings) -> gr.Blocks:
             worker.wake()
             return "Försöker igen."
 
-        outputs_all = [table, ids, disk, note, detail, status, lines, downloads]
+        outputs_all = [table, ids, disk, note, detail, status, lines, downloads, retry]
         timer = gr.Timer(2.0)
         timer.tick(refresh, [selected], outputs_all, show_progress="hidden")
         ui.load(refresh, [selected], outputs_all)
@@ -147,7 +149,7 @@ def build_ui(store: Store, worker: Worker, settings: Settings) -> gr.Blocks:
         table.select(
             choose,
             [ids],
-            [selected, detail, status, lines, downloads, player, title],
+            [selected, detail, status, lines, downloads, retry, player, title],
         )
         rename.click(_guard(do_rename), [selected, title], message)
         delete.click(

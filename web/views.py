@@ -108,6 +108,11 @@ def detail_markdown(store: Store, worker: Worker, owner: str, recording_id: str)
     return text
 
 
+def has_failed(store: Store, owner: str, recording_id: str) -> bool:
+    row = next((r for r in store.recordings_of(owner) if r["id"] == recording_id), None)
+    return row is not None and status_label(row) == "Misslyckades"
+
+
 def transcript_html(store: Store, owner: str, recording_id: str) -> str:
     """The transcript's lines; each is a button that plays the audio from there."""
     row = next((r for r in store.recordings_of(owner) if r["id"] == recording_id), None)
