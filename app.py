@@ -1,4 +1,4 @@
-"""Start PedagogiskDialog: ``python app.py [--host H] [--port P]``.
+"""Start PedagogiskDialog: ``python app.py [--host H] [--port P] [--share]``.
 
 Wires the settings, the data directory, the first admin account and the web
 application together, then serves it with uvicorn.
@@ -23,6 +23,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="Starta PedagogiskDialog.")
     parser.add_argument("--host", default="127.0.0.1", help="standard: 127.0.0.1")
     parser.add_argument("--port", type=int, default=7860, help="standard: 7860")
+    parser.add_argument(
+        "--share",
+        action="store_true",
+        help="öppna också en publik länk via Gradios delningstjänst (kräver internet)",
+    )
     return parser
 
 
@@ -47,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import uvicorn
 
-    from web import accounts
+    from web import accounts, tunnel
     from web.server import create_app
 
     with Store(settings.data_dir) as store:
@@ -66,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     # Behind a proxy (Render) the client address comes from X-Forwarded-For;
     # FORWARDED_ALLOW_IPS says which proxies to believe (login rate limits).
-    uvicorn.run(
+    config = uvicorn.Config(
         app,
         host=args.host,
         port=args.port,
@@ -74,6 +79,10 @@ def main(argv: list[str] | None = None) -> int:
         proxy_headers=True,
         forwarded_allow_ips=os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1"),
     )
+    server = uvicorn.Server(config)
+    if args.share:
+        tunnel.open_when_started(server, args.host, args.port)
+    server.run()
     return 0
 
 

@@ -107,6 +107,18 @@ CREATE TABLE IF NOT EXISTS login_attempts (
     at REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS login_attempts_key ON login_attempts(key, at);
+CREATE TABLE IF NOT EXISTS share_links (
+    id TEXT PRIMARY KEY,
+    token_hash TEXT NOT NULL UNIQUE,
+    transcript_id TEXT NOT NULL REFERENCES transcripts(id) ON DELETE CASCADE,
+    recording_id TEXT NOT NULL REFERENCES recordings(id) ON DELETE CASCADE,
+    owner TEXT NOT NULL,
+    with_audio INTEGER NOT NULL DEFAULT 0,
+    created_at REAL NOT NULL,
+    expires_at REAL,
+    revoked_at REAL
+);
+CREATE INDEX IF NOT EXISTS share_links_recording ON share_links(recording_id);
 """
 
 

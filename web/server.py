@@ -34,6 +34,7 @@ from pipeline.errors import NotFoundError, PedagogiskError
 from pipeline.storage import Store
 from pipeline.worker import Worker
 from web import accounts, metrics
+from web.share_pages import make_share_router
 
 log = logging.getLogger(__name__)
 
@@ -154,6 +155,7 @@ def create_app(settings: Settings, *, run_worker: bool = True) -> FastAPI:
         dependencies=[Depends(auth.require_csrf)],
     )
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    app.include_router(make_share_router(store))
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:

@@ -16,7 +16,7 @@ from pipeline.config import Settings
 from pipeline.errors import PedagogiskError
 from pipeline.storage import Store
 from pipeline.worker import Worker
-from web import views
+from web import sharing_ui, views
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +67,7 @@ def build_ui(store: Store, worker: Worker, settings: Settings) -> gr.Blocks:
                     "Ta bort", variant="stop", scale=1, elem_id="pd-delete"
                 )
             downloads = gr.HTML(elem_id="pd-downloads")
+            sharing_ui.build(store, selected)
             lines = gr.HTML(elem_id="pd-transcript")
         message = gr.Markdown(elem_id="pd-message")
 
