@@ -10,13 +10,17 @@ clients retry; a PATCH at the wrong offset gets 409.
 Layout under ``root``::
 
     <owner-hash>/<upload-id>        the bytes received so far
-    <owner-hash>/<upload-id>.info   JSON: length, offset, metadata, expiry
+    <owner-hash>/<upload-id>.info   JSON: length, offset, metadata, expiry, owner
 
 The info file is the truth. Its offset counts only bytes that were fsync'ed
 before the file was replaced, so a new process, even after ``kill -9``, resumes
 at that offset and drops whatever an interrupted request left past it. A PATCH
 that is refused therefore never moves the offset. Each owner has a folder of its
 own, so another owner's upload ids answer 404.
+
+``end_stalled`` is the server's side of a deferred length: an upload whose
+client went away before it could say how long the file is (a browser recording
+whose tab was closed) is ended at the offset it reached and handed over.
 """
 
 from __future__ import annotations
@@ -144,6 +148,7 @@ class _Info:
     expires: float
     completed: bool = False
     notified: bool = False
+    owner: str = ""  # empty in info files written before it was kept
 
 
 def make_upload_router(
@@ -397,19 +402,8 @@ class _Endpoints:
             self.stats.in_progress -= 1
 
     async def _notify(self, owner: str, upload_id: str, upload: _Upload) -> None:
-        metadata = _decoded_metadata(upload.info.metadata)
-        try:
-            result = self.on_complete(owner, upload_id, upload.data, metadata)
-            if inspect.isawaitable(result):
-                await result
-        except PedagogiskError:
-            raise
-        except Exception as exc:
-            raise UploadError(500, HANDOFF_MESSAGE) from exc
-
-        await to_thread.run_sync(upload.mark_notified)
+        await _hand_over(self.on_complete, owner, upload_id, upload)
         self.stats.completed += 1
-        log.info("upload %s complete, %d bytes", upload_id, upload.info.offset)
 
     def _create_files(
         self, owner: str, length: int | None, metadata: str
@@ -417,7 +411,7 @@ class _Endpoints:
         folder = _owner_dir(self.root, owner)
         upload_id = secrets.token_urlsafe(16)
         data = folder / upload_id
-        info = _Info(length, 0, metadata, time.time() + self.ttl_s)
+        info = _Info(length, 0, metadata, time.time() + self.ttl_s, owner=owner)
         try:
             folder.mkdir(parents=True, exist_ok=True)
             self._check_room(length or 0)
@@ -562,6 +556,101 @@ class _Upload:
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
+
+
+async def end_stalled(
+    root: Path,
+    *,
+    on_complete: CompletionHandler,
+    stalled_s: float,
+    ttl_s: float = DEFAULT_TTL_S,
+    wanted: Callable[[dict[str, str]], bool] = lambda metadata: True,
+    now: float | None = None,
+) -> int:
+    """End deferred-length uploads that got no bytes for ``stalled_s``.
+
+    Each one that holds some bytes and whose metadata ``wanted`` accepts gets
+    the length it has reached and goes to ``on_complete``, exactly as if its
+    client had sent that length. A client that comes back and sends the length
+    is answered as for any completed upload; one that sends more bytes gets 413.
+    A completed upload whose hand-over failed is handed over again. Uploads
+    receiving right now, and those without bytes, are left alone. Returns how
+    many were handed over.
+    """
+    now = time.time() if now is None else now
+    ended = 0
+    for info_path in sorted(Path(root).glob("*/*.info")):
+        try:
+            info = _read_info(info_path)
+            last_data = info_path.stat().st_mtime
+        except (PedagogiskError, OSError, ValueError, TypeError):
+            continue
+        if not _is_stalled(info, last_data, now - stalled_s):
+            continue
+        try:
+            if wanted(_decoded_metadata(info.metadata)) and await _end_one(
+                info_path, on_complete, ttl_s, now - stalled_s
+            ):
+                ended += 1
+        except PedagogiskError as exc:
+            log.warning("stalled upload %s not handed over: %s", info_path, exc)
+    return ended
+
+
+def _is_stalled(info: _Info, last_data: float, since: float) -> bool:
+    unended = info.length is None and not info.completed
+    unclaimed = info.completed and not info.notified
+    return (
+        (unended or unclaimed)
+        and info.offset > 0
+        and bool(info.owner)
+        and last_data <= since
+    )
+
+
+async def _end_one(
+    info_path: Path, on_complete: CompletionHandler, ttl_s: float, since: float
+) -> bool:
+    data = info_path.with_name(info_path.name.removesuffix(".info"))
+    try:
+        upload = await to_thread.run_sync(_Upload.open, data, info_path, ttl_s)
+    except PedagogiskError:
+        return False  # receiving right now (423), or gone meanwhile
+    try:
+        # Looked at again under the lock: the client may have just come back.
+        if upload.fd < 0 or not _is_stalled(
+            upload.info, info_path.stat().st_mtime, since
+        ):
+            return False
+        if not upload.info.completed:
+            # Bytes past the offset were never committed: a request cut short.
+            upload.info = dataclasses.replace(upload.info, length=upload.info.offset)
+            await to_thread.run_sync(upload.rollback)
+            await to_thread.run_sync(functools.partial(upload.commit, completed=True))
+            log.info("stalled upload %s ended at %d bytes", data.name, upload.written)
+        await _hand_over(on_complete, upload.info.owner, data.name, upload)
+        return True
+    finally:
+        with anyio.CancelScope(shield=True):
+            await to_thread.run_sync(upload.close)
+
+
+async def _hand_over(
+    on_complete: CompletionHandler, owner: str, upload_id: str, upload: _Upload
+) -> None:
+    """Give a completed upload to ``on_complete`` once, while it is locked."""
+    metadata = _decoded_metadata(upload.info.metadata)
+    try:
+        result = on_complete(owner, upload_id, upload.data, metadata)
+        if inspect.isawaitable(result):
+            await result
+    except PedagogiskError:
+        raise
+    except Exception as exc:
+        raise UploadError(500, HANDOFF_MESSAGE) from exc
+
+    await to_thread.run_sync(upload.mark_notified)
+    log.info("upload %s complete, %d bytes", upload_id, upload.info.offset)
 
 
 async def _pump(

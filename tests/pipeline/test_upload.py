@@ -10,6 +10,7 @@ not permitted.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import os
 import random
@@ -26,6 +27,7 @@ from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx
 import pytest
 import uvicorn
@@ -35,6 +37,7 @@ from pipeline.storage import DISK_FULL_MESSAGE
 from pipeline.upload import (
     NO_ROOM_MESSAGE,
     UploadStats,
+    end_stalled,
     make_upload_router,
     purge_expired,
 )
@@ -578,6 +581,143 @@ def test_deferred_length_is_set_by_a_later_patch(serve):
     assert changed.status_code == 400
     assert head.headers["Upload-Length"] == str(len(source))
     assert server.completions[0].sha256 == _sha256(source)
+
+
+# Stalled uploads of a deferred length ---------------------------------------------
+
+
+@dataclass
+class Handed:
+    """What ``end_stalled`` handed over, and an optional first failure."""
+
+    uploads: list[tuple[str, str, bytes, dict[str, str]]] = field(default_factory=list)
+    fail_first: bool = False
+
+    async def __call__(
+        self, owner: str, upload_id: str, path: Path, metadata: dict[str, str]
+    ) -> None:
+        if self.fail_first:
+            self.fail_first = False
+            raise RuntimeError("the app could not take the file")
+        self.uploads.append((owner, upload_id, path.read_bytes(), metadata))
+        path.unlink()
+
+
+def _end_stalled(root: Path, handed: Handed, *, after_s: float) -> int:
+    """``end_stalled`` as the app runs it, ``after_s`` from now, 60 s allowed."""
+    return anyio.run(
+        functools.partial(
+            end_stalled,
+            root,
+            on_complete=handed,
+            stalled_s=60,
+            wanted=lambda metadata: metadata.get("live") == "1",
+            now=time.time() + after_s,
+        )
+    )
+
+
+def _live(client: httpx.Client, **metadata: str) -> str:
+    headers = {"Upload-Defer-Length": "1", "Upload-Metadata": _metadata(**metadata)}
+    response = client.post("/uploads", headers=headers)
+    assert response.status_code == 201, response.text
+    return response.headers["Location"]
+
+
+def test_stalled_deferred_upload_is_ended_where_it_got_to_and_handed_over_once(
+    serve,
+):
+    server = serve()
+    source = _source(3000)
+
+    with server.client() as client:
+        location = _live(client, live="1", filename="inspelning.webm")
+        assert _patch(client, location, 0, source[:1000]).status_code == 204
+        assert _patch(client, location, 1000, source[1000:]).status_code == 204
+        handed = Handed()
+        ended = _end_stalled(server.root, handed, after_s=61)
+        head = client.head(location)
+        # The page comes back and ends the upload itself, then sends more.
+        closing = _patch(client, location, 3000, b"", **{"Upload-Length": "3000"})
+        more = _patch(client, location, 3000, b"late")
+
+    assert ended == 1
+    ((owner, upload_id, body, metadata),) = handed.uploads
+    assert (owner, upload_id) == ("anna", location.rsplit("/", 1)[1])
+    assert body == source
+    assert metadata == {"live": "1", "filename": "inspelning.webm"}
+    assert head.headers["Upload-Length"] == head.headers["Upload-Offset"] == "3000"
+    assert closing.status_code == 204
+    assert more.status_code == 413
+    assert not server.completions
+    assert _end_stalled(server.root, handed, after_s=61) == 0
+
+
+def test_only_stalled_wanted_uploads_with_bytes_are_ended(serve):
+    server = serve()
+
+    with server.client() as client:
+        empty = _live(client, live="1")
+        other = _live(client, filename="fil.webm")
+        assert _patch(client, other, 0, b"12345").status_code == 204
+        known = _create(client, 100, **{"Upload-Metadata": _metadata(live="1")})
+        assert _patch(client, known, 0, b"12345").status_code == 204
+        recent = _live(client, live="1")
+        assert _patch(client, recent, 0, b"12345").status_code == 204
+        handed = Handed()
+
+        assert _end_stalled(server.root, handed, after_s=30) == 0
+        busy = _open_patch(server.url, recent, 5, 10)
+        _wait_for_lock(server.root, recent)
+        assert _end_stalled(server.root, handed, after_s=61) == 0
+        busy.close()
+        heads = [client.head(loc) for loc in (empty, other, known)]
+
+    assert not handed.uploads
+    assert [h.headers.get("Upload-Defer-Length") for h in heads] == ["1", "1", None]
+
+
+def test_a_stalled_upload_drops_bytes_that_were_never_committed(serve):
+    server = serve()
+
+    with server.client() as client:
+        location = _live(client, live="1")
+        assert _patch(client, location, 0, b"committed").status_code == 204
+    with _data_file(server.root, location).open("ab") as data:
+        data.write(b" half a request")
+    handed = Handed()
+
+    assert _end_stalled(server.root, handed, after_s=61) == 1
+    assert handed.uploads[0][2] == b"committed"
+
+
+def test_a_failed_hand_over_of_a_stalled_upload_is_tried_again(serve):
+    server = serve()
+
+    with server.client() as client:
+        location = _live(client, live="1")
+        assert _patch(client, location, 0, b"abc").status_code == 204
+    handed = Handed(fail_first=True)
+
+    assert _end_stalled(server.root, handed, after_s=61) == 0
+    assert _end_stalled(server.root, handed, after_s=61) == 1
+    assert [body for _, _, body, _ in handed.uploads] == [b"abc"]
+
+
+def _wait_for_lock(root: Path, location: str) -> None:
+    """Return once a request holds the upload's lock."""
+    import fcntl
+
+    deadline = time.monotonic() + 10
+    with _data_file(root, location).open("rb") as data:
+        while time.monotonic() < deadline:
+            try:
+                fcntl.flock(data.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return
+            fcntl.flock(data.fileno(), fcntl.LOCK_UN)
+            time.sleep(0.01)
+    raise AssertionError("no request took the lock")
 
 
 # Termination and expiration ------------------------------------------------------
