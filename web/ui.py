@@ -66,6 +66,9 @@ def build_ui(store: Store, worker: Worker, settings: Settings) -> gr.Blocks:
                 delete = gr.Button(
                     "Ta bort", variant="stop", scale=1, elem_id="pd-delete"
                 )
+                # The browser's confirm() answer travels in this hidden box:
+                # a js hook cannot change a gr.State input, only a component's.
+                confirmed = gr.Checkbox(visible="hidden", elem_id="pd-confirmed")
             downloads = gr.HTML(elem_id="pd-downloads")
             sharing_ui.build(store, selected)
             lines = gr.HTML(elem_id="pd-transcript")
@@ -121,9 +124,11 @@ def build_ui(store: Store, worker: Worker, settings: Settings) -> gr.Blocks:
             store.rename_recording(current, cleaned)
             return f"Bytte namn till ”{cleaned}”."
 
-        def do_delete(current: str, request: gr.Request) -> tuple[str, str]:
-            if not current:  # the confirmation was declined
-                return "", ""
+        def do_delete(
+            current: str, confirmed: bool, request: gr.Request
+        ) -> tuple[str, str]:
+            if not current or not confirmed:
+                return current, ""
             owner = _owner(request)
             rec = store.owned_recording(owner, current)
             store.delete_recording(current)
@@ -155,10 +160,10 @@ def build_ui(store: Store, worker: Worker, settings: Settings) -> gr.Blocks:
         rename.click(_guard(do_rename), [selected, title], message)
         delete.click(
             _guard(do_delete),
-            [selected],
+            [selected, confirmed],
             [selected, message],
-            js="(s) => confirm('Ta bort inspelningen och all dess text och ljud?')"
-            " ? [s] : ['']",
+            js="(s) => [s,"
+            " confirm('Ta bort inspelningen och all dess text och ljud?')]",
         )
         retry.click(_guard(do_retry), [selected], message)
     return ui

@@ -8,6 +8,9 @@
   for (var i = 0; i < 120; i++) RETRY_DELAYS.push(60000);
   // Statuses a retry cannot fix: the server's message is shown instead.
   var FINAL_STATUSES = [400, 401, 403, 404, 410, 413, 507];
+  // A page may set window.pdUploadChunkBytes before this script runs; the
+  // browser tests do, so a short recording spans many PATCH requests.
+  var CHUNK_BYTES = window.pdUploadChunkBytes || 32 * 1048576;
   var current = null;
 
   function byId(id) { return document.getElementById(id); }
@@ -58,7 +61,7 @@
     }
     var upload = new tus.Upload(file, {
       endpoint: "/api/uploads/",
-      chunkSize: 32 * 1048576,
+      chunkSize: CHUNK_BYTES,
       retryDelays: RETRY_DELAYS,
       removeFingerprintOnSuccess: true,
       metadata: { filename: file.name, filetype: file.type || "", engine: engine },
