@@ -61,7 +61,8 @@ def watch_uploads(page: Page) -> UploadTraffic:
             traffic.patch_offsets.append(int(request.headers["upload-offset"]))
 
     def on_response(response: Response) -> None:
-        if response.request.method == "POST" and response.status == 201:
+        request = response.request
+        if request.method == "POST" and request.url.endswith("/api/uploads/"):
             traffic.created.append(response.headers["location"])
 
     def slow_patch(route: Route) -> None:
