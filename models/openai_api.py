@@ -18,6 +18,7 @@ field, since some of them (faster-whisper-server) read that field instead of
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import subprocess
@@ -27,6 +28,7 @@ from bisect import bisect_right
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
@@ -307,11 +309,30 @@ class OpenAIEngine:
 
 
 def _audio_seconds(path: Path) -> float:
+    """The segment's length, summed from its audio packets.
+
+    The container's own figure cannot be trusted here: the FLAC pieces that
+    ffmpeg's segment muxer writes have no length in their header (the first
+    piece) or the running total of all pieces so far (the last one).
+    """
     try:
-        seconds = probe(path).duration_s
+        probe(path)
     except InputError as exc:
         raise EngineError(f"Avsnittet '{path.name}' går inte att läsa.") from exc
-    if seconds is None:
+    proc = subprocess.run(
+        ["ffprobe", "-v", "error", "-select_streams", "a:0", "-of", "json"]
+        + ["-show_entries", "stream=time_base:packet=duration", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    try:
+        found = json.loads(proc.stdout)
+        ticks = sum(int(p.get("duration", 0)) for p in found.get("packets", []))
+        seconds = float(Fraction(found["streams"][0]["time_base"]) * ticks)
+    except (ValueError, KeyError, IndexError, ZeroDivisionError):
+        seconds = 0.0
+    if proc.returncode != 0 or seconds <= 0:
         raise EngineError(f"Avsnittets längd går inte att läsa ('{path.name}').")
     return seconds
 

@@ -25,7 +25,7 @@ from models.openai_api import (
     OpenAIEngine,
     price_per_minute_usd,
 )
-from pipeline import transcript
+from pipeline import recordings, transcript
 from pipeline.config import Settings
 from pipeline.errors import EngineError
 from pipeline.probe import probe
@@ -178,6 +178,22 @@ def test_run_stores_text_times_and_cost_of_every_segment(
     assert "garden" in stored[1]["text"].lower()
     later = [line for line in lines if "garden" in line.text.lower()]
     assert later and all(offset <= line.start < line.end for line in later)
+
+
+def test_segments_cut_by_ffmpeg_are_sent_and_costed_by_their_true_length(
+    fake_openai: FakeOpenAI, english_wav: Path, tmp_path: Path
+) -> None:
+    # ffmpeg's segment muxer writes FLAC headers with no length (first piece)
+    # or the running total (last piece); neither may reach the bill.
+    with Store(tmp_path / "data") as store:
+        recording_id = recordings.find_or_add(store, english_wav, owner="tester")
+        pieces = recordings.prepare(store, recording_id, target_s=15)
+    engine = engine_for(fake_openai.base_url)
+
+    costs = [engine.transcribe(p.path, "en").cost_usd for p in pieces]
+
+    assert len(pieces) >= 2
+    assert costs == [pytest.approx(p.duration_s / 60 * 0.006, rel=1e-3) for p in pieces]
 
 
 # Requests as the service sees them ------------------------------------------
