@@ -59,6 +59,8 @@ def build(store: Store, selected: gr.State) -> None:
             revoke = gr.Button(
                 "Återkalla", variant="stop", elem_id="pd-share-revoke", scale=1
             )
+            # The browser's confirm() answer; a js hook can set a component only.
+            confirmed = gr.Checkbox(visible="hidden", elem_id="pd-share-confirmed")
 
     def show(current: str, request: gr.Request) -> tuple[Any, ...]:
         return ("", *_links(store, _owner(request), current))
@@ -77,10 +79,14 @@ def build(store: Store, selected: gr.State) -> None:
         )
         return (_fresh_html(token, request), *_links(store, owner, current))
 
-    def do_revoke(current: str, link_id: str, request: gr.Request) -> tuple[Any, ...]:
+    def do_revoke(
+        current: str, link_id: str, confirmed: bool, request: gr.Request
+    ) -> tuple[Any, ...]:
         owner = _owner(request)
         if not link_id:
             raise gr.Error("Välj först vilken länk som ska återkallas.")
+        if not confirmed:
+            return (gr.skip(), gr.skip(), gr.skip())
         sharing.revoke(store, owner, link_id)
         message = (
             "<p class='pd-share-done'>Länken är återkallad och fungerar inte"
@@ -98,10 +104,10 @@ def build(store: Store, selected: gr.State) -> None:
     )
     revoke.click(
         _guard(do_revoke),
-        [selected, pick],
+        [selected, pick, confirmed],
         outputs,
-        js="(s, l) => (l && confirm('Återkalla länken? Den slutar fungera direkt.'))"
-        " ? [s, l] : [s, '']",
+        js="(s, l) => [s, l,"
+        " !!l && confirm('Återkalla länken? Den slutar fungera direkt.')]",
         api_visibility="private",
     )
 
