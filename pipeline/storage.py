@@ -88,6 +88,14 @@ CREATE TABLE IF NOT EXISTS transcript_segments (
     cost_usd REAL NOT NULL DEFAULT 0,
     PRIMARY KEY (transcript_id, idx)
 );
+CREATE TABLE IF NOT EXISTS comparisons (
+    id TEXT PRIMARY KEY,
+    recording_id TEXT NOT NULL REFERENCES recordings(id) ON DELETE CASCADE,
+    reference_id TEXT NOT NULL REFERENCES transcripts(id) ON DELETE CASCADE,
+    other_id TEXT NOT NULL REFERENCES transcripts(id) ON DELETE CASCADE,
+    created_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS comparisons_recording ON comparisons(recording_id);
 CREATE TABLE IF NOT EXISTS users (
     name TEXT PRIMARY KEY,
     password_hash TEXT NOT NULL,
@@ -120,6 +128,26 @@ CREATE TABLE IF NOT EXISTS share_links (
 );
 CREATE INDEX IF NOT EXISTS share_links_recording ON share_links(recording_id);
 """
+
+
+#: Columns added after a database may already exist: (table, column, type).
+#: A transcript of a stretch has ``start_s``/``end_s``; a recording whose owner
+#: picked its transcript has ``chosen_transcript_id``.
+ADDED_COLUMNS = (
+    ("transcripts", "start_s", "REAL"),
+    ("transcripts", "end_s", "REAL"),
+    ("recordings", "chosen_transcript_id", "TEXT"),
+)
+
+#: SQL for the id of recording ``r``'s transcript: the one its owner chose, else
+#: the newest that is not the other side of a comparison.
+CURRENT_TRANSCRIPT_SQL = (
+    "COALESCE((SELECT id FROM transcripts WHERE id = r.chosen_transcript_id"
+    "   AND recording_id = r.id),"
+    " (SELECT id FROM transcripts WHERE recording_id = r.id"
+    "   AND id NOT IN (SELECT other_id FROM comparisons)"
+    "   ORDER BY created_at DESC LIMIT 1))"
+)
 
 
 @dataclass(frozen=True)
@@ -160,6 +188,7 @@ class Store:
         self.db = sqlite_utils.Database(conn)
         with self._lock:
             conn.executescript(SCHEMA)
+            _add_missing_columns(conn)
 
     def close(self) -> None:
         with self._lock:
@@ -247,7 +276,7 @@ class Store:
         return rows[0]
 
     def recordings_of(self, owner: str) -> list[dict[str, Any]]:
-        """The owner's recordings, newest first, each with its latest transcript."""
+        """The owner's recordings, newest first, each with its current transcript."""
         return self.query(
             "SELECT r.*, t.id AS transcript_id, t.engine, t.model,"
             " t.state AS transcript_state, t.error AS transcript_error,"
@@ -256,9 +285,8 @@ class Store:
             "   AS segments_total,"
             " (SELECT COUNT(*) FROM transcript_segments ts"
             "   WHERE ts.transcript_id = t.id) AS segments_done"
-            " FROM recordings r LEFT JOIN transcripts t ON t.id = ("
-            "   SELECT id FROM transcripts WHERE recording_id = r.id"
-            "   ORDER BY created_at DESC LIMIT 1)"
+            " FROM recordings r LEFT JOIN transcripts t"
+            f" ON t.id = {CURRENT_TRANSCRIPT_SQL}"
             " WHERE r.owner = ? ORDER BY r.created_at DESC",
             (owner,),
         )
@@ -364,7 +392,8 @@ class Store:
     ) -> dict[str, Any] | None:
         rows = self.query(
             "SELECT * FROM transcripts WHERE recording_id = ? AND engine = ?"
-            " AND model = ? AND language = ? ORDER BY created_at DESC LIMIT 1",
+            " AND model = ? AND language = ? AND start_s IS NULL"
+            " ORDER BY created_at DESC LIMIT 1",
             (recording_id, engine, model, language),
         )
         return rows[0] if rows else None
@@ -438,6 +467,22 @@ class Store:
         for row in rows:
             row["lines"] = json.loads(row["lines"])
         return rows
+
+
+def _add_missing_columns(conn: sqlite3.Connection) -> None:
+    """Bring a database made by an older version up to ``ADDED_COLUMNS``."""
+    for table, column, kind in ADDED_COLUMNS:
+        present = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+        if column in present:
+            continue
+        try:
+            conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+        except sqlite3.OperationalError as exc:
+            # Another process opening the same database got there first.
+            if "duplicate column" not in str(exc):
+                raise
+            continue
+        log.info("added column %s.%s to the database", table, column)
 
 
 def _storage_error(exc: BaseException) -> StorageError:

@@ -1,5 +1,8 @@
 """Run a transcript: every pending segment through one engine, durably.
 
+A transcript of a stretch (``start_s``/``end_s`` set) covers only the segments
+overlapping it.
+
 Each finished segment is committed before the next result is awaited, so a
 crash, a kill -9 or a restart resumes at the first unfinished segment and
 never transcribes a finished one again.
@@ -56,6 +59,8 @@ def run(
     """Transcribe every segment not yet stored, then mark the transcript done."""
     transcript = store.transcript(transcript_id)
     pieces = store.segments(transcript["recording_id"])
+    if transcript["start_s"] is not None and transcript["end_s"] is not None:
+        pieces = overlapping(pieces, transcript["start_s"], transcript["end_s"])
     done = store.done_segment_indexes(transcript_id)
     pending = [p for p in pieces if p.idx not in done]
     tracker = _Tracker(pieces, done, on_progress)
@@ -80,6 +85,15 @@ def run(
         raise
     store.set_transcript_state(transcript_id, "done")
     log.info("transcript %s done in %.1f s", transcript_id, time.monotonic() - started)
+
+
+def overlapping(pieces: list[Segment], start_s: float, end_s: float) -> list[Segment]:
+    """The segments a transcript of the stretch ``start_s``–``end_s`` covers.
+
+    Each is taken whole: segments are cut at pauses, so a stretch widened to
+    their edges never splits a word.
+    """
+    return [p for p in pieces if p.end_s > start_s and p.start_s < end_s]
 
 
 def _run_pending(
