@@ -36,6 +36,8 @@ class Settings:
     # Days after a transcript is done before its audio is deleted; 0 keeps it.
     audio_retention_days: float = 30.0
     upload_expiry_hours: float = 24.0
+    # A browser recording that sends nothing this long is ended and transcribed.
+    recording_idle_minutes: float = 10.0
     max_upload_bytes: int = 4 * 1024**3
     # Password for the first admin account; empty prints a random one once.
     admin_password: str = field(default="", repr=False)
@@ -66,6 +68,8 @@ class Settings:
             raise PedagogiskError("PD_MEMORY_BUDGET_MB måste vara minst 256.")
         if not 10 <= self.segment_seconds <= 600:
             raise PedagogiskError("PD_SEGMENT_SECONDS måste ligga mellan 10 och 600.")
+        if self.recording_idle_minutes <= 0:
+            raise PedagogiskError("PD_RECORDING_IDLE_MINUTES måste vara större än 0.")
 
 
 def _convert(name: str, raw: str, kind: type) -> object:

@@ -577,24 +577,31 @@ async def end_stalled(
     receiving right now, and those without bytes, are left alone. Returns how
     many were handed over.
     """
-    now = time.time() if now is None else now
+    since = (time.time() if now is None else now) - stalled_s
     ended = 0
-    for info_path in sorted(Path(root).glob("*/*.info")):
+    for info_path in await to_thread.run_sync(_stalled, Path(root), since, wanted):
         try:
-            info = _read_info(info_path)
-            last_data = info_path.stat().st_mtime
-        except (PedagogiskError, OSError, ValueError, TypeError):
-            continue
-        if not _is_stalled(info, last_data, now - stalled_s):
-            continue
-        try:
-            if wanted(_decoded_metadata(info.metadata)) and await _end_one(
-                info_path, on_complete, ttl_s, now - stalled_s
-            ):
+            if await _end_one(info_path, on_complete, ttl_s, since):
                 ended += 1
         except PedagogiskError as exc:
             log.warning("stalled upload %s not handed over: %s", info_path, exc)
     return ended
+
+
+def _stalled(
+    root: Path, since: float, wanted: Callable[[dict[str, str]], bool]
+) -> list[Path]:
+    """The info files of uploads that look stalled since ``since``."""
+    found = []
+    for info_path in sorted(root.glob("*/*.info")):
+        try:
+            info = _read_info(info_path)
+            stalled = _is_stalled(info, info_path.stat().st_mtime, since)
+            if stalled and wanted(_decoded_metadata(info.metadata)):
+                found.append(info_path)
+        except (PedagogiskError, OSError, ValueError, TypeError):
+            continue
+    return found
 
 
 def _is_stalled(info: _Info, last_data: float, since: float) -> bool:

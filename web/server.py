@@ -34,6 +34,7 @@ from pipeline.errors import NotFoundError, PedagogiskError
 from pipeline.storage import Store
 from pipeline.worker import Worker
 from web import accounts, metrics
+from web.recorder import make_recorder_router
 from web.share_pages import make_share_router
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,7 @@ HEAD = (
     '<link rel="stylesheet" href="/static/pd.css">'
     '<script src="/static/vendor/tus.min.js"></script>'
     '<script src="/static/pd.js"></script>'
+    '<script src="/static/pd-record.js"></script>'
 )
 EXPORT_TYPES = {
     "txt": "text/plain; charset=utf-8",
@@ -156,6 +158,7 @@ def create_app(settings: Settings, *, run_worker: bool = True) -> FastAPI:
     )
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.include_router(make_share_router(store))
+    app.include_router(make_recorder_router(services))
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:

@@ -16,7 +16,7 @@ from pipeline.config import Settings
 from pipeline.errors import PedagogiskError
 from pipeline.storage import Store
 from pipeline.worker import Worker
-from web import sharing_ui, views
+from web import recorder, sharing_ui, views
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +48,7 @@ def build_ui(store: Store, worker: Worker, settings: Settings) -> gr.Blocks:
         disk = gr.Markdown(elem_id="pd-disk")
         note = gr.Markdown(elem_id="pd-note")
         gr.HTML(UPLOAD_WIDGET)
+        gr.HTML(recorder.WIDGET)
         table = gr.Dataframe(
             headers=views.TABLE_HEADERS,
             interactive=False,
