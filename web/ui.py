@@ -17,6 +17,7 @@ from pipeline.errors import PedagogiskError
 from pipeline.storage import Store
 from pipeline.worker import Worker
 from web import recorder, sharing_ui, views
+from web.comparison_ui import build as build_comparison
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +73,7 @@ def build_ui(store: Store, worker: Worker, settings: Settings) -> gr.Blocks:
                 confirmed = gr.Checkbox(visible="hidden", elem_id="pd-confirmed")
             downloads = gr.HTML(elem_id="pd-downloads")
             sharing_ui.build(store, selected)
+            build_comparison(store, worker, settings, selected)
             lines = gr.HTML(elem_id="pd-transcript")
         message = gr.Markdown(elem_id="pd-message")
 

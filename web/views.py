@@ -26,7 +26,7 @@ STATE_LABELS = {
     "done": "Klar",
     "failed": "Misslyckades",
 }
-ENGINE_LABELS = {"local": "Lokal", "openai": "OpenAI"}
+ENGINE_LABELS = {"local": "Lokal", "openai": "OpenAI", "edited": "Redigerad"}
 TABLE_HEADERS = ["Titel", "Status", "Förlopp", "Motor", "Uppladdad", "Ljudet raderas"]
 EXPORT_FORMATS = ("txt", "srt", "vtt", "json", "docx")
 
