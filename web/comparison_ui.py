@@ -11,6 +11,7 @@ confirmed with a second button.
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 from typing import Any
 
 import gradio as gr
@@ -83,69 +84,87 @@ def build(store: Store, worker: Worker, settings: Settings, selected: gr.State) 
         said = gr.Markdown(elem_id="pd-compare-message")
     current = gr.State("")
     shown = gr.State("")
+    asked = gr.State(None)
     timer = gr.Timer(TICK_S)
 
     def on_recording(recording_id: str, request: gr.Request) -> tuple[Any, ...]:
         owner = _owner(request)
         hidden = gr.update(visible=False)
         if not recording_id:
-            return (gr.update(choices=[], value=None), "", "", "", hidden, "", "openai")
+            empty = gr.update(choices=[], value=None)
+            return (empty, "", "", "", hidden, "", "openai", None)
         rows = comparison.comparisons_of(store, owner, recording_id)
         latest = str(rows[0]["id"]) if rows else ""
         html, key = _render(store, owner, latest)
         other = _other_engine(store, recording_id)
-        return (_menu(rows, latest), latest, html, key, hidden, "", other)
+        return (_menu(rows, latest), latest, html, key, hidden, "", other, None)
 
     def on_pick(comparison_id: str | None, request: gr.Request) -> tuple[Any, ...]:
         owner = _owner(request)
-        comparison.owned_comparison(store, owner, comparison_id or "")
-        html, key = _render(store, owner, comparison_id or "")
+        if not comparison_id:
+            return ("", views.EMPTY, "")
+        comparison.owned_comparison(store, owner, comparison_id)
+        html, key = _render(store, owner, comparison_id)
         return (comparison_id, html, key)
 
     def on_ask(
         recording_id: str, chosen: str, first: str, last: str, request: gr.Request
     ) -> tuple[Any, ...]:
+        asked = _Asked(
+            _opened(recording_id),
+            chosen,
+            comparison.parse_clock(first or ""),
+            comparison.parse_clock(last or ""),
+        )
         planned = comparison.plan(
             store,
             settings,
             _owner(request),
-            _opened(recording_id),
-            engine=chosen,
-            start_s=comparison.parse_clock(first or ""),
-            end_s=comparison.parse_clock(last or ""),
+            asked.recording_id,
+            engine=asked.engine,
+            start_s=asked.start_s,
+            end_s=asked.end_s,
         )
-        return (gr.update(visible=True), views.confirmation(planned), "")
+        return (gr.update(visible=True), views.confirmation(planned), "", asked)
 
     def on_yes(
-        recording_id: str, chosen: str, first: str, last: str, request: gr.Request
+        recording_id: str, asked: _Asked | None, request: gr.Request
     ) -> tuple[Any, ...]:
         owner = _owner(request)
+        if asked is None or asked.recording_id != _opened(recording_id):
+            raise NotFoundError("Tryck först på ”Jämför …” och läs vad det kostar.")
         comparison_id = comparison.start(
             store,
             settings,
             owner,
-            _opened(recording_id),
-            engine=chosen,
-            start_s=comparison.parse_clock(first or ""),
-            end_s=comparison.parse_clock(last or ""),
+            recording_id,
+            engine=asked.engine,
+            start_s=asked.start_s,
+            end_s=asked.end_s,
         )
         worker.wake()
         rows = comparison.comparisons_of(store, owner, recording_id)
         html, key = _render(store, owner, comparison_id)
         message = "Jämförelsen är startad. Sidan visar den när den är klar."
         hidden = gr.update(visible=False)
-        return (hidden, _menu(rows, comparison_id), comparison_id, html, key, message)
+        menu = _menu(rows, comparison_id)
+        return (hidden, menu, comparison_id, html, key, message, None)
 
     def on_no() -> tuple[Any, ...]:
-        return (gr.update(visible=False), "Avbrutet. Inget ljud skickades.")
+        return (gr.update(visible=False), "Avbrutet. Inget ljud skickades.", None)
 
     def on_tick(comparison_id: str, last: str, request: gr.Request) -> tuple[Any, ...]:
         if not comparison_id:
             return (gr.skip(), gr.skip())
         owner = _owner(request)
-        if _key(store, comparison_id) == last:
+        key = _key(store, comparison_id)
+        if key == last:
             return (gr.skip(), gr.skip())
-        return _render(store, owner, comparison_id)
+        try:
+            return _render(store, owner, comparison_id)
+        except NotFoundError:
+            # Deleted with its recording a moment ago: say nothing, once.
+            return (views.EMPTY, key)
 
     def on_use_a(comparison_id: str, request: gr.Request) -> tuple[Any, ...]:
         return on_use("a", comparison_id, request)
@@ -182,19 +201,23 @@ def build(store: Store, worker: Worker, settings: Settings, selected: gr.State) 
     selected.change(
         _guard(on_recording),
         [selected],
-        [picked, current, view, shown, confirm, said, engine],
+        [picked, current, view, shown, confirm, said, engine, asked],
         **hidden_api,
     )
     picked.input(_guard(on_pick), [picked], [current, view, shown], **hidden_api)
-    stretch = [selected, engine, start, end]
-    ask.click(_guard(on_ask), stretch, [confirm, terms, said], **hidden_api)
-    yes.click(
-        _guard(on_yes),
-        stretch,
-        [confirm, picked, current, view, shown, said],
+    ask.click(
+        _guard(on_ask),
+        [selected, engine, start, end],
+        [confirm, terms, said, asked],
         **hidden_api,
     )
-    no.click(on_no, None, [confirm, said], **hidden_api)
+    yes.click(
+        _guard(on_yes),
+        [selected, asked],
+        [confirm, picked, current, view, shown, said, asked],
+        **hidden_api,
+    )
+    no.click(on_no, None, [confirm, said, asked], **hidden_api)
     timer.tick(
         _guard(on_tick),
         [current, shown],
@@ -206,6 +229,16 @@ def build(store: Store, worker: Worker, settings: Settings, selected: gr.State) 
         button.click(_guard(handler), [current], [said, view, shown], **hidden_api)
     fill.click(_guard(on_fill), [current, base], [text], **hidden_api)
     save.click(_guard(on_save), [current, text], [said, view, shown], **hidden_api)
+
+
+@dataclass(frozen=True)
+class _Asked:
+    """The run whose cost was shown; "Ja, starta" starts this, not the fields."""
+
+    recording_id: str
+    engine: str
+    start_s: float | None
+    end_s: float | None
 
 
 def _render(store: Store, owner: str, comparison_id: str) -> tuple[str, str]:
