@@ -4,7 +4,8 @@ Chromium plays a known espeak-ng WAV as its microphone, over and over. The
 page's MediaRecorder pieces go to the real app's tus endpoint while it
 records; the tests look at the upload on the server's disk as it grows, then
 at the transcript the tiny English model makes of it: after stopping, after a
-reload in the middle, and after the tab is closed and never comes back.
+reload in the middle, after the network was down for a while, and after the
+tab is closed and never comes back.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, Page, Request, expect
+from playwright.sync_api import Browser, Page, Request, Route, expect
 
 from tests.apprunner import RunningApp
 from tests.browser.conftest import LaunchBrowser, login, new_page, wait_for_gradio
@@ -100,6 +101,7 @@ def wait_for_new_transcript(
                 dict(row)
                 for row in conn.execute(
                     "SELECT r.id, r.title, r.owner, r.source_name, r.duration_s,"
+                    " r.size_bytes,"
                     " r.state AS recording_state, t.state, t.error,"
                     " (SELECT group_concat(text, ' ') FROM transcript_segments s"
                     "   WHERE s.transcript_id = t.id) AS text"
@@ -170,26 +172,77 @@ def test_a_recording_is_uploaded_while_it_runs_and_transcribed_after_stop(
     expect(page.locator("#pd-record-start")).to_be_enabled()
 
 
+def test_audio_recorded_while_the_network_is_down_arrives_afterwards(
+    recorder_page: Page, browser_app: RunningApp
+) -> None:
+    page = recorder_page
+    before = recording_ids(browser_app)
+    # Gradio reloads its page when its connection comes back; the recorder
+    # makes the browser ask first, and this user stays.
+    asked: list[str] = []
+    page.on("dialog", lambda dialog: (asked.append(dialog.type), dialog.dismiss()))
+
+    page.click("#pd-record-start")
+    record_for(page, 2)
+    page.context.set_offline(True)
+    expect(page.locator("#pd-record-status")).to_contain_text(
+        "Anslutningen bröts", timeout=10_000
+    )
+    (at_outage,) = unfinished_uploads(browser_app).values()
+    record_for(page, 6)
+    (during_outage,) = unfinished_uploads(browser_app).values()
+    page.context.set_offline(False)
+    record_for(page, 10)
+    page.click("#pd-record-stop")
+    expect(page.locator("#pd-record-status")).to_contain_text(
+        "är uppladdad", timeout=30_000
+    )
+    row = wait_for_new_transcript(browser_app, before)
+
+    assert during_outage == at_outage
+    assert set(asked) <= {"beforeunload"}
+    assert_heard(row)
+    assert 9 <= float(str(row["duration_s"])) <= 14
+
+
 def test_a_reload_mid_recording_keeps_what_was_recorded_before_it(
     recorder_page: Page, browser_app: RunningApp
 ) -> None:
     page = recorder_page
     before = recording_ids(browser_app)
+    asked: list[str] = []
+    page.on("dialog", lambda dialog: (asked.append(dialog.type), dialog.accept()))
 
     page.click("#pd-record-start")
+    record_for(page, 3)
+    # From here the pieces reach no server: only the browser holds them.
+    page.route("**/api/uploads/**", refuse_patches)
+    page.wait_for_timeout(1500)
+    (on_server,) = unfinished_uploads(browser_app).values()
     record_for(page, 10)
+    assert list(unfinished_uploads(browser_app).values()) == [on_server]
     recorded_before_reload = recorded_seconds(page)
+    page.unroute("**/api/uploads/**")
     page.reload()
     wait_for_gradio(page)
     expect(page.locator("#pd-record-status")).to_contain_text("avbröts", timeout=20_000)
     row = wait_for_new_transcript(browser_app, before)
 
+    assert asked == ["beforeunload"]
     assert_heard(row)
     duration = float(str(row["duration_s"]))
     assert recorded_before_reload - 2 <= duration <= recorded_before_reload + 2
+    assert int(str(row["size_bytes"])) > 2 * on_server
     assert unfinished_uploads(browser_app) == {}
     assert page.evaluate("localStorage.getItem('pd-recording')") is None
     expect(page.locator("#pd-record-start")).to_be_enabled()
+
+
+def refuse_patches(route: Route) -> None:
+    if route.request.method == "PATCH":
+        route.abort()
+    else:
+        route.continue_()
 
 
 def test_a_closed_tab_is_ended_by_the_server_and_transcribed(

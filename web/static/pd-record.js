@@ -3,15 +3,19 @@
 // MediaRecorder hands over a piece of WebM/Opus every second; each piece is
 // appended to a tus upload of deferred length with a PATCH at the offset the
 // server last confirmed, so what the server holds ends at a piece boundary.
-// Pieces not yet confirmed stay in memory and are sent again after a lost
-// connection. Stopping sends Upload-Length, which completes the upload and
-// starts the transcription. A page that loads while an earlier recording of
-// this browser is unfinished (a reload, a closed tab, a crash) ends that
-// upload where it got to, so that part is transcribed (see web/recorder.py).
+// Pieces not yet confirmed stay in memory, and in IndexedDB, and are sent
+// again after a lost connection. Stopping sends Upload-Length, which completes
+// the upload and starts the transcription. A page that loads while an earlier
+// recording of this browser is unfinished (a reload, a closed tab, a crash)
+// sends what that page kept but could not send, then ends the upload there,
+// so that part is transcribed (see web/recorder.py).
 (function () {
   "use strict";
 
   var ENDPOINT = "/api/uploads/";
+  var OFFSET_TYPE = "application/offset+octet-stream";
+  var DB_NAME = "pd-recorder";
+  var DB_PIECES = "pieces";
   var PIECE_MS = 1000;
   var TICK_MS = 200;
   var STORE_KEY = "pd-recording";
@@ -28,6 +32,8 @@
   var CLUSTER_ID = [0x1f, 0x43, 0xb6, 0x75];
 
   var rec = null;
+  var leftOverBusy = false;
+  var opened = null;
 
   function byId(id) { return document.getElementById(id); }
 
@@ -76,10 +82,84 @@
     localStorage.setItem(STORE_KEY, JSON.stringify(saved));
   }
 
+  function forget(url) {
+    var saved = recalled();
+    if (saved && saved.url === url) localStorage.removeItem(STORE_KEY);
+  }
+
   function recalled() {
     try { return JSON.parse(localStorage.getItem(STORE_KEY) || "null"); } catch (e) {
       return null;
     }
+  }
+
+  // Pieces kept in the browser -------------------------------------------------
+  // Each piece stays in IndexedDB until the server has confirmed it, keyed by
+  // its upload and its offset there. Failures only lose this safety net.
+
+  function database() {
+    if (!window.indexedDB) return Promise.reject(new Error("no IndexedDB"));
+    if (!opened) {
+      opened = new Promise(function (resolve, reject) {
+        var request = indexedDB.open(DB_NAME, 1);
+        request.onupgradeneeded = function () {
+          request.result.createObjectStore(DB_PIECES, { keyPath: ["url", "start"] });
+        };
+        request.onsuccess = function () { resolve(request.result); };
+        request.onerror = function () { reject(request.error); };
+      });
+    }
+    return opened;
+  }
+
+  function withPieces(mode, work) {
+    return database().then(function (db) {
+      return new Promise(function (resolve, reject) {
+        var tx = db.transaction(DB_PIECES, mode);
+        work(tx.objectStore(DB_PIECES));
+        tx.oncomplete = function () { resolve(); };
+        tx.onerror = function () { reject(tx.error); };
+      });
+    });
+  }
+
+  function eachPiece(store, url, visit) {
+    var range = IDBKeyRange.bound([url, 0], [url, Infinity]);
+    store.openCursor(range).onsuccess = function (event) {
+      var cursor = event.target.result;
+      if (!cursor) return;
+      visit(cursor);
+      cursor.continue();
+    };
+  }
+
+  function keepPiece(url, start, blob) {
+    withPieces("readwrite", function (store) {
+      store.put({ url: url, start: start, blob: blob });
+    }).catch(function () {});
+  }
+
+  // Drop the pieces of ``url`` that end at or before ``below`` (all without it).
+  function dropPieces(url, below) {
+    withPieces("readwrite", function (store) {
+      eachPiece(store, url, function (cursor) {
+        var piece = cursor.value;
+        if (below === undefined || piece.start + piece.blob.size <= below) {
+          cursor.delete();
+        }
+      });
+    }).catch(function () {});
+  }
+
+  function keptPieces(url) {
+    var found = [];
+    return withPieces("readonly", function (store) {
+      eachPiece(store, url, function (cursor) { found.push(cursor.value); });
+    }).then(function () { return found; }, function () { return []; });
+  }
+
+  function dropAllPieces() {
+    withPieces("readwrite", function (store) { store.clear(); }).catch(function () {});
   }
 
   // The server's side -----------------------------------------------------------
@@ -107,15 +187,28 @@
       method: "PATCH",
       headers: tusHeaders({
         "Upload-Offset": String(offset), "Upload-Length": String(offset),
-        "Content-Type": "application/offset+octet-stream",
+        "Content-Type": OFFSET_TYPE,
       }),
     });
   }
 
   // The recording in progress --------------------------------------------------
 
+  function otherTabRecords() {
+    var saved = recalled();
+    return !!(saved && saved.url && Date.now() - (saved.beat || 0) < STALE_BEAT_MS);
+  }
+
   function start() {
     if (rec) return;
+    if (leftOverBusy) {
+      say("Den förra inspelningen avslutas fortfarande. Försök igen om en stund.");
+      return;
+    }
+    if (otherTabRecords()) {
+      say("En inspelning pågår redan i en annan flik. Stoppa den först.");
+      return;
+    }
     if (!navigator.mediaDevices || !window.MediaRecorder) {
       say("Den här webbläsaren kan inte spela in ljud. Använd Chrome, Edge eller Firefox.");
       return;
@@ -154,8 +247,11 @@
     rec = {
       stream: stream, name: name, ext: ext, engine: engine, mime: mime || "",
       url: "", acked: 0, pending: [], sending: false, stopped: false, ending: false,
-      header: null, tries: 0, startedAt: 0, parts: 1,
+      header: null, tries: 0, startedAt: 0, parts: 1, received: 0,
     };
+    // No other tab records and no earlier recording is being ended: what is
+    // left in IndexedDB belongs to no one.
+    dropAllPieces();
     return createUpload(name + ext, rec.mime, engine).then(function (url) {
       rec.url = url;
       remember({ url: url, name: name, beat: Date.now() });
@@ -174,6 +270,8 @@
     recorder.ondataavailable = function (event) {
       if (!event.data || !event.data.size) return;
       if (!rec.header && !rec.headerSeen) keepHeader(event.data);
+      if (rec.url) keepPiece(rec.url, rec.received, event.data);
+      rec.received += event.data.size;
       rec.pending.push(event.data);
       pump();
     };
@@ -215,6 +313,8 @@
     var Context = window.AudioContext || window.webkitAudioContext;
     if (!Context) return;
     rec.audio = new Context();
+    // Made after the microphone prompt, outside the click: it may start paused.
+    rec.audio.resume().catch(function () {});
     var source = rec.audio.createMediaStreamSource(stream);
     rec.analyser = rec.audio.createAnalyser();
     rec.analyser.fftSize = 1024;
@@ -275,12 +375,12 @@
       return;
     }
     rec.sending = true;
-    var body = new Blob(rec.pending, { type: "application/offset+octet-stream" });
+    var body = new Blob(rec.pending, { type: OFFSET_TYPE });
     fetch(rec.url, {
       method: "PATCH",
       headers: tusHeaders({
         "Upload-Offset": String(rec.acked),
-        "Content-Type": "application/offset+octet-stream",
+        "Content-Type": OFFSET_TYPE,
       }),
       body: body,
     }).then(function (res) {
@@ -312,6 +412,7 @@
       }
     }
     rec.acked = offset;
+    dropPieces(rec.url, offset);
   }
 
   function refused(res) {
@@ -357,12 +458,19 @@
     // what is still here becomes a new upload, behind the stream's header.
     rec.parts += 1;
     if (rec.header && rec.acked > 0) rec.pending.unshift(rec.header);
+    var previous = rec.url;
     rec.acked = 0;
     rec.url = "";
     var name = rec.name + " del " + rec.parts;
     createUpload(name + rec.ext, rec.mime, rec.engine).then(function (url) {
       rec.url = url;
       remember({ url: url, name: name, beat: Date.now() });
+      if (previous) dropPieces(previous);
+      rec.received = 0;
+      rec.pending.forEach(function (blob) {
+        keepPiece(url, rec.received, blob);
+        rec.received += blob.size;
+      });
       say("Servern hade avslutat den första delen; resten laddas upp som " + name + ".");
       pump();
     }).catch(function () { later(continueAnew); });
@@ -377,21 +485,39 @@
     request.then(function (res) {
       if (res.status === 423) return later(finish);
       if (res.status === 409) { rec.ending = false; return resync(); }
-      if (res.status >= 300 && res.status !== 404) {
+      if (res.status === 404 || res.status === 410) {
+        return done ? gone() : closed(0);
+      }
+      if (res.status >= 300) {
         return later(finish, "Uppladdningen kunde inte avslutas – försöker igen …");
       }
-      var length = clock(Date.now() - rec.startedAt);
-      clearInterval(rec.ticker);
-      localStorage.removeItem(STORE_KEY);
-      rec = null;
-      buttons(false);
-      var fill = byId("pd-record-level");
-      if (fill) fill.style.width = "0%";
-      say(done > 0
-        ? "Inspelningen (" + length + ") är uppladdad. Transkriberingen startar strax " +
-          "– du kan stänga sidan, den fortsätter på servern."
-        : "Inget ljud spelades in.");
+      closed(done);
     }).catch(function () { later(finish); });
+  }
+
+  function closed(sent) {
+    var length = clock(Date.now() - rec.startedAt);
+    reset();
+    say(sent > 0
+      ? "Inspelningen (" + length + ") är uppladdad. Transkriberingen startar strax " +
+        "– du kan stänga sidan, den fortsätter på servern."
+      : "Inget ljud spelades in.");
+  }
+
+  function gone() {
+    reset();
+    say("Inspelningen finns inte längre på servern (den kan ha tagits bort). " +
+        "Spela in igen.");
+  }
+
+  function reset() {
+    clearInterval(rec.ticker);
+    dropPieces(rec.url);
+    forget(rec.url);
+    rec = null;
+    buttons(false);
+    var fill = byId("pd-record-level");
+    if (fill) fill.style.width = "0%";
   }
 
   // A recording that an earlier page left unfinished ---------------------------
@@ -405,31 +531,56 @@
       setTimeout(endLeftOver, STALE_BEAT_MS - age + 100);
       return;
     }
-    head(saved.url).then(function (res) {
-      if (res.status === 404 || res.status === 410) {
-        localStorage.removeItem(STORE_KEY);
-        return;
-      }
-      if (res.status !== 200) return setTimeout(endLeftOver, 5000);
+    leftOverBusy = true;
+    var url = saved.url;
+    Promise.all([head(url), keptPieces(url)]).then(function (found) {
+      var res = found[0];
+      if (res.status === 404 || res.status === 410) return settled(url);
+      if (res.status !== 200) throw new Error(String(res.status));
+      if (res.headers.get("Upload-Length") !== null) return settled(url);
       var offset = parseInt(res.headers.get("Upload-Offset"), 10);
-      if (res.headers.get("Upload-Length") !== null) {
-        localStorage.removeItem(STORE_KEY);
-        return;
-      }
-      var ending = offset > 0
-        ? endAt(saved.url, offset)
-        : fetch(saved.url, { method: "DELETE", headers: tusHeaders() });
-      return ending.then(function (answer) {
-        if (answer.status === 423) return setTimeout(endLeftOver, 1000);
-        localStorage.removeItem(STORE_KEY);
-        if (offset > 0 && answer.status < 300) {
-          say("Inspelningen ”" + (saved.name || "") + "” avbröts när sidan laddades " +
-              "om eller stängdes. Det som hann laddas upp (" + kilobytes(offset) +
-              ") sparades och transkriberas nu. Tryck Spela in för att fortsätta " +
-              "i en ny inspelning.");
-        }
+      return sendKept(url, offset, found[1]).then(function (reached) {
+        var ending = reached > 0
+          ? endAt(url, reached)
+          : fetch(url, { method: "DELETE", headers: tusHeaders() });
+        return ending.then(function (answer) {
+          if (answer.status === 423 || answer.status === 409) throw new Error("busy");
+          settled(url);
+          if (reached > 0 && answer.status < 300) {
+            say("Inspelningen ”" + (saved.name || "") + "” avbröts när sidan " +
+                "laddades om eller stängdes. Det som hann spelas in (" +
+                kilobytes(reached) + ") sparades och transkriberas nu. Tryck " +
+                "Spela in för att fortsätta i en ny inspelning.");
+          }
+        });
       });
-    }).catch(function () { setTimeout(endLeftOver, 5000); });
+    }).catch(function () { setTimeout(endLeftOver, 2000); });
+  }
+
+  // Send what the earlier page kept beyond the server's offset; the new offset.
+  function sendKept(url, offset, kept) {
+    var tail = [], end = offset;
+    kept.forEach(function (piece) {
+      var stop = piece.start + piece.blob.size;
+      if (stop <= end || piece.start > end) return;
+      tail.push(piece.blob.slice(end - piece.start));
+      end = stop;
+    });
+    if (!tail.length) return Promise.resolve(offset);
+    return fetch(url, {
+      method: "PATCH",
+      headers: tusHeaders({ "Upload-Offset": String(offset), "Content-Type": OFFSET_TYPE }),
+      body: new Blob(tail),
+    }).then(function (res) {
+      if (res.status !== 204) throw new Error(String(res.status));
+      return parseInt(res.headers.get("Upload-Offset"), 10);
+    });
+  }
+
+  function settled(url) {
+    dropPieces(url);
+    forget(url);
+    leftOverBusy = false;
   }
 
   document.addEventListener("click", function (event) {
@@ -441,6 +592,14 @@
 
   // A page going away stops its heartbeat at once, so the next page need not
   // wait to be sure that no other tab is still recording.
+  // Leaving ends the recording (Gradio also reloads the page by itself when
+  // its connection comes back), so the browser asks first.
+  window.addEventListener("beforeunload", function (event) {
+    if (!rec) return;
+    event.preventDefault();
+    event.returnValue = "";
+  });
+
   window.addEventListener("pagehide", function () {
     if (rec) remember({ beat: 0 });
   });
