@@ -6,9 +6,10 @@ whose metadata says ``live``. Stopping sends the length, which completes the
 upload; from there it is an ordinary upload that becomes a recording.
 
 When the page goes away mid-recording (reload, closed tab, crashed browser)
-the part already sent must still be transcribed. The page that loads next
-ends that upload at the offset it reached; if no page comes back, the task
-here does the same once the upload has received nothing for
+the part already recorded must still be transcribed. The page that loads
+next sends the pieces the old page kept in IndexedDB but could not send, then
+ends the upload there; if no page comes back, the task here ends it at the
+offset it reached once it has received nothing for
 ``PD_RECORDING_IDLE_MINUTES``. Either way the part becomes a recording of its
 own, and a new recording starts afresh.
 """

@@ -68,7 +68,8 @@
   }
 
   function clock(ms) {
-    var s = Math.floor(ms / 1000), h = Math.floor(s / 3600), m = Math.floor(s / 60) % 60;
+    var s = Math.floor(ms / 1000);
+    var h = Math.floor(s / 3600), m = Math.floor(s / 60) % 60;
     var rest = (s % 60 < 10 ? "0" : "") + (s % 60);
     return h ? h + ":" + (m < 10 ? "0" : "") + m + ":" + rest : m + ":" + rest;
   }
@@ -173,7 +174,9 @@
       method: "POST",
       headers: tusHeaders({ "Upload-Defer-Length": "1", "Upload-Metadata": metadata }),
     }).then(function (res) {
-      if (res.status !== 201) return res.text().then(function (t) { throw new Error(t); });
+      if (res.status !== 201) {
+        return res.text().then(function (text) { throw new Error(text); });
+      }
       return res.headers.get("Location");
     });
   }
@@ -210,7 +213,8 @@
       return;
     }
     if (!navigator.mediaDevices || !window.MediaRecorder) {
-      say("Den här webbläsaren kan inte spela in ljud. Använd Chrome, Edge eller Firefox.");
+      say("Den här webbläsaren kan inte spela in ljud. " +
+          "Använd Chrome, Edge eller Firefox.");
       return;
     }
     var openai = byId("pd-engine-openai");
@@ -236,7 +240,9 @@
   }
 
   function begin(stream, engine) {
-    var mime = MIME_TYPES.find(function (t) { return MediaRecorder.isTypeSupported(t); });
+    var mime = MIME_TYPES.find(function (type) {
+      return MediaRecorder.isTypeSupported(type);
+    });
     var ext = !mime || mime.indexOf("webm") >= 0 ? ".webm" : mime.indexOf("ogg") >= 0
       ? ".ogg" : ".m4a";
     var now = new Date();
@@ -348,7 +354,8 @@
     if (box) box.setAttribute("data-sent", String(rec.acked));
     if (!rec.stopped && waiting > BACKLOG_BYTES) {
       say("Nätverket hänger inte med: " + kilobytes(waiting) + " väntar i " +
-          "webbläsaren och skickas när anslutningen är tillbaka. Stäng inte sidan.");
+          "webbläsaren och skickas när anslutningen är tillbaka. " +
+          "Stäng inte sidan.");
     }
   }
 
@@ -394,8 +401,8 @@
       }
     }).catch(function () {
       rec.sending = false;
-      later(resync, "Anslutningen bröts – ljudet sparas i webbläsaren och skickas " +
-            "när den är tillbaka.");
+      later(resync, "Anslutningen bröts – ljudet sparas i webbläsaren och " +
+            "skickas när den är tillbaka.");
     });
   }
 
@@ -471,7 +478,8 @@
         keepPiece(url, rec.received, blob);
         rec.received += blob.size;
       });
-      say("Servern hade avslutat den första delen; resten laddas upp som " + name + ".");
+      say("Servern hade avslutat den första delen; resten laddas upp som " +
+          name + ".");
       pump();
     }).catch(function () { later(continueAnew); });
   }
@@ -489,7 +497,8 @@
         return done ? gone() : closed(0);
       }
       if (res.status >= 300) {
-        return later(finish, "Uppladdningen kunde inte avslutas – försöker igen …");
+        return later(finish, "Uppladdningen kunde inte avslutas – försöker " +
+                     "igen …");
       }
       closed(done);
     }).catch(function () { later(finish); });
@@ -569,7 +578,9 @@
     if (!tail.length) return Promise.resolve(offset);
     return fetch(url, {
       method: "PATCH",
-      headers: tusHeaders({ "Upload-Offset": String(offset), "Content-Type": OFFSET_TYPE }),
+      headers: tusHeaders({
+        "Upload-Offset": String(offset), "Content-Type": OFFSET_TYPE,
+      }),
       body: new Blob(tail),
     }).then(function (res) {
       if (res.status !== 204) throw new Error(String(res.status));
