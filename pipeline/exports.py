@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import quote
 
 from models.engine import Line
 
@@ -22,6 +23,18 @@ def render(fmt: str, lines: list[Line], meta: dict[str, Any] | None = None) -> s
     if fmt not in writers:
         raise ValueError(f"unknown format {fmt!r}")
     return writers[fmt](lines, meta or {})
+
+
+def attachment_header(title: str, fmt: str) -> str:
+    """A Content-Disposition for a download named after the recording.
+
+    HTTP headers are Latin-1, so any title (dashes, quotes, emoji) gets an
+    ASCII ``filename`` beside the exact UTF-8 ``filename*`` browsers prefer.
+    """
+    kept = "".join(c if c.isalnum() or c in " -_" else "_" for c in title).strip()
+    name = (kept[:80] or "transkription") + "." + fmt
+    plain = name.encode("ascii", "replace").decode().replace("?", "_")
+    return f"attachment; filename=\"{plain}\"; filename*=UTF-8''{quote(name)}"
 
 
 def clock(seconds: float, *, decimal: str = ".", hours: bool = True) -> str:

@@ -220,11 +220,11 @@ def create_app(settings: Settings, *, run_worker: bool = True) -> FastAPI:
                 "language": row["language"],
             }
             body = exports.render(fmt, lines, meta)
-        filename = f"{_safe_name(rec['title'])}.{fmt}"
+        disposition = exports.attachment_header(rec["title"], fmt)
         return Response(
             body,
             media_type=EXPORT_TYPES[fmt],
-            headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+            headers={"Content-Disposition": disposition},
         )
 
     @app.middleware("http")
@@ -268,11 +268,6 @@ def _owned_transcript(store: Store, user: str, transcript_id: str) -> dict[str, 
     except NotFoundError as exc:
         raise HTTPException(404, "Transkriptionen finns inte.") from exc
     return row
-
-
-def _safe_name(title: str) -> str:
-    kept = "".join(c if c.isalnum() or c in " -_" else "_" for c in title).strip()
-    return kept[:80] or "transkription"
 
 
 async def _sweep_forever(services: Services) -> None:

@@ -16,7 +16,6 @@ import mimetypes
 import string
 import time
 from pathlib import Path
-from urllib.parse import quote
 
 from fastapi import APIRouter
 from fastapi.responses import FileResponse, HTMLResponse, Response
@@ -111,7 +110,8 @@ def make_share_router(store: Store) -> APIRouter:
             return error_page(exc)
         lines = transcript.lines(store, link.transcript_id)
         body = exports.render(fmt, lines, {"recording": rec["title"]})
-        disposition = {"Content-Disposition": _attachment(rec["title"], fmt)}
+        header = exports.attachment_header(rec["title"], fmt)
+        disposition = {"Content-Disposition": header}
         return Response(
             body, media_type=EXPORT_TYPES[fmt], headers=HEADERS | disposition
         )
@@ -187,14 +187,6 @@ def _audio_path(store: Store, link: sharing.ShareLink) -> Path:
     if rec["audio_deleted_at"] or not source.is_file():
         raise NotFoundError(AUDIO_GONE_MESSAGE)
     return source
-
-
-def _attachment(title: str, fmt: str) -> str:
-    """A Content-Disposition that survives any title: ASCII, plus UTF-8 form."""
-    kept = "".join(c if c.isalnum() or c in " -_" else "_" for c in title).strip()
-    name = (kept[:80] or "transkription") + "." + fmt
-    plain = name.encode("ascii", "replace").decode().replace("?", "_")
-    return f"attachment; filename=\"{plain}\"; filename*=UTF-8''{quote(name)}"
 
 
 def _duration(seconds: float) -> str:

@@ -73,6 +73,34 @@ def test_an_uploaded_recording_is_transcribed_and_exported_in_every_format(
     assert VICTIM_TITLE in xml and "stella" in xml.lower()
 
 
+def test_a_title_outside_latin_1_still_downloads_under_its_own_name(
+    running_app: RunningApp, anna_recording: dict[str, object]
+) -> None:
+    title = "Möte – vår plan 🎓"
+    db = running_app.data_dir / "pd.sqlite3"
+    recording_id = anna_recording["recording_id"]
+    with sqlite3.connect(db) as conn:
+        conn.execute(
+            "UPDATE recordings SET title = ? WHERE id = ?", (title, recording_id)
+        )
+    try:
+        with running_app.login("anna") as anna:
+            answer = anna.get(
+                f"/api/transcripts/{anna_recording['transcript_id']}/export.txt"
+            )
+    finally:
+        with sqlite3.connect(db) as conn:
+            conn.execute(
+                "UPDATE recordings SET title = ? WHERE id = ?",
+                (VICTIM_TITLE, recording_id),
+            )
+
+    assert answer.status_code == 200
+    disposition = answer.headers["content-disposition"]
+    assert 'filename="M_te _ v_r plan _.txt"' in disposition
+    assert "filename*=UTF-8''M%C3%B6te%20_%20v%C3%A5r%20plan%20_.txt" in disposition
+
+
 def test_audio_is_served_with_range_requests_to_its_owner(
     running_app: RunningApp, anna_recording: dict[str, object], english_wav: Path
 ) -> None:
