@@ -12,6 +12,7 @@ import os
 import shutil
 import sys
 
+from pipeline import allocator
 from pipeline.config import Settings
 from pipeline.errors import PedagogiskError
 from pipeline.storage import Store
@@ -42,6 +43,7 @@ def main(argv: list[str] | None = None) -> int:
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    allocator.tune()
     # Gradio's own telemetry would try the network at every start, and its
     # temporary files belong in the data directory, emptied at each start.
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")

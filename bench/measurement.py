@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import re
 import resource
+import statistics
 import subprocess
 import threading
 import time
@@ -44,13 +45,17 @@ class Measurement:
     others_cores: float
     load_before: float
     samples: int
+    median_rss_mb: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-class _TreeSampler(threading.Thread):
-    """Sums the RSS of a process and its descendants until it exits."""
+class TreeSampler(threading.Thread):
+    """Sums the RSS of a process and its descendants until stopped.
+
+    ``totals_kb`` keeps every sample's sum, for medians and timelines.
+    """
 
     def __init__(self, pid: int, interval_s: float) -> None:
         super().__init__(daemon=True)
@@ -59,6 +64,7 @@ class _TreeSampler(threading.Thread):
         self._stop_event = threading.Event()
         self.peak_kb = 0
         self.hwm_kb: dict[int, int] = {}
+        self.totals_kb: list[int] = []
         self.samples = 0
 
     def run(self) -> None:
@@ -81,7 +87,12 @@ class _TreeSampler(threading.Thread):
             total += rss
             self.hwm_kb[pid] = max(self.hwm_kb.get(pid, 0), hwm)
         self.peak_kb = max(self.peak_kb, total)
+        self.totals_kb.append(total)
         self.samples += 1
+
+    def median_mb(self) -> float:
+        """The median of the summed RSS over the samples so far, in MiB."""
+        return statistics.median(self.totals_kb) / 1024 if self.totals_kb else 0.0
 
 
 def _status_kb(pid: int) -> tuple[int, int]:
@@ -115,7 +126,7 @@ def run_measured(
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
         )
-        sampler = _TreeSampler(proc.pid, interval_s)
+        sampler = TreeSampler(proc.pid, interval_s)
         sampler.start()
         try:
             returncode = proc.wait(timeout=timeout_s)
@@ -145,6 +156,7 @@ def run_measured(
         others_cores=others,
         load_before=load_before,
         samples=sampler.samples,
+        median_rss_mb=sampler.median_mb(),
     )
 
 

@@ -171,28 +171,40 @@ def _start_node(root: Path) -> ServerProcess:
 # Client ------------------------------------------------------------------------
 
 
-def _upload(url: str, source: Path, size: int, chunk: int) -> str:
+def upload(
+    url: str,
+    source: Path,
+    size: int,
+    chunk: int,
+    *,
+    endpoint: str = "/files",
+    headers: dict[str, str] | None = None,
+) -> str:
     """Upload the first ``size`` bytes of ``source``; returns the upload URL.
 
     The body goes out with sendfile(2), so the client costs little CPU and the
-    two servers are compared rather than the client.
+    two servers are compared rather than the client. ``headers`` go with every
+    request (the app's session cookie and CSRF token, for instance).
     """
+    extra = headers or {}
     parts = urlsplit(url)
     conn = http.client.HTTPConnection(parts.netloc, timeout=120)
     try:
-        created = _send(conn, "POST", "/files", {"Upload-Length": str(size)})
-        location = urlsplit(urljoin(url + "/files/", created.headers["Location"]))
+        created = _send(conn, "POST", endpoint, {"Upload-Length": str(size)} | extra)
+        location = urlsplit(
+            urljoin(url + endpoint.rstrip("/") + "/", created.headers["Location"])
+        )
         offset = 0
         with open(source, "rb") as f:
             while offset < size:
                 length = min(chunk, size - offset)
-                headers = {
+                patch = {
                     "Upload-Offset": str(offset),
                     "Content-Type": "application/offset+octet-stream",
                     "Content-Length": str(length),
                 }
                 reply = _send(
-                    conn, "PATCH", location.path, headers, (f, offset, length)
+                    conn, "PATCH", location.path, patch | extra, (f, offset, length)
                 )
                 offset = int(reply.headers["Upload-Offset"])
     finally:
@@ -227,7 +239,7 @@ def _timed_upload(
     os.sync()  # start every run with a clean page cache to write back
     with _RssSampler(server) as rss:
         started = time.perf_counter()
-        location = _upload(server.url, source, size, chunk)
+        location = upload(server.url, source, size, chunk)
         seconds = time.perf_counter() - started
 
     _check_stored(stored, location, source, size)
@@ -306,7 +318,7 @@ def _concurrent(
 
     def one(_: int) -> str | None:
         try:
-            return _upload(server.url, source, size, chunk)
+            return upload(server.url, source, size, chunk)
         except (OSError, http.client.HTTPException, RuntimeError):
             return None
 
@@ -343,7 +355,7 @@ def _benchmark(args: argparse.Namespace) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="pd-upload-bench-", dir=args.tmp))
     servers: list[ServerProcess] = []
     try:
-        source = _make_source(tmp / "source.bin", args.size_mb * MIB)
+        source = make_source(tmp / "source.bin", args.size_mb * MIB)
         ours_root, node_root = tmp / "ours", tmp / "node"
         ours_root.mkdir()
         node_root.mkdir()
@@ -378,7 +390,7 @@ def _benchmark(args: argparse.Namespace) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _make_source(path: Path, size: int) -> Path:
+def make_source(path: Path, size: int) -> Path:
     """Random bytes, written from a 64 MiB pool with a counter in every MiB."""
     pool = bytearray(os.urandom(64 * MIB))
     with open(path, "wb") as f:

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from models import Engine, open_engine
-from pipeline import exports, recordings, transcript
+from pipeline import allocator, exports, recordings, transcript
 from pipeline.config import ENGINES, Settings
 from pipeline.errors import PedagogiskError
 from pipeline.storage import Store
@@ -56,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         level=os.environ.get("PD_LOG_LEVEL", "WARNING").upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    allocator.tune()
     try:
         settings = _settings(args)
         with Store(settings.data_dir) as store:
