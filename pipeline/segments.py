@@ -41,6 +41,8 @@ Progress = Callable[[float], None]
 _SILENCE_START = re.compile(r"silence_start: (-?[\d.]+)")
 _SILENCE_END = re.compile(r"silence_end: (-?[\d.]+)")
 _DISK_FULL = re.compile(r"No space left on device", re.IGNORECASE)
+# util-linux's setpriv (in every Debian image); without it children may outlive us.
+_SETPRIV = shutil.which("setpriv")
 
 
 @dataclass(frozen=True)
@@ -53,7 +55,14 @@ class Scan:
 
 
 def _ffmpeg_input(path: Path) -> list[str]:
-    return ["ffmpeg", "-nostdin", "-hide_banner", "-i", str(path), "-vn", "-sn", "-dn"]
+    # After a kill -9 of the pipeline, an ffmpeg left running would go on
+    # writing the segments that the next run writes too: setpriv has the
+    # kernel kill it when the thread that started it dies.
+    guard = [_SETPRIV, "--pdeathsig", "KILL", "--"] if _SETPRIV else []
+    return [
+        *guard,
+        *("ffmpeg", "-nostdin", "-hide_banner", "-i", str(path), "-vn", "-sn", "-dn"),
+    ]
 
 
 def scan(path: Path, on_progress: Progress | None = None) -> Scan:

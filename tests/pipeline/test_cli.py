@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from pipeline.config import Settings
@@ -142,6 +143,42 @@ def test_killed_with_sigkill_and_run_again_it_resumes_at_the_next_segment(
     started = {int(n) for n in re.findall(r"segment (\d+) started", resumed.stderr)}
     assert started and not started & finished
     assert resumed.stdout.lower().count("stella") == 3
+
+
+def test_ffmpeg_dies_with_a_cli_killed_while_it_cuts(
+    english_wav: Path, settings: Settings, tmp_path: Path
+) -> None:
+    long = concat([english_wav] * 150, tmp_path / "long.wav")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pipeline", "transcribe", str(long), "--quiet"],
+        cwd=ROOT,
+        env=cli_env(settings, {}),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    # The ffmpeg that scans writes to a pipe and dies of SIGPIPE anyway; the
+    # one that cuts writes only files, for seconds more, so it is the one to
+    # catch.
+    children: list[psutil.Process] = []
+    deadline = time.monotonic() + 90
+    while not children and time.monotonic() < deadline:
+        found = psutil.Process(proc.pid).children(recursive=True)
+        children = [c for c in found if "-segment_list" in _cmdline(c)]
+        time.sleep(0.02)
+    assert children, "ffmpeg never started cutting"
+
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    _, alive = psutil.wait_procs(children, timeout=1.5)
+
+    assert alive == []
+
+
+def _cmdline(process: psutil.Process) -> list[str]:
+    try:
+        return process.cmdline()
+    except psutil.Error:
+        return []
 
 
 def test_interrupted_with_ctrl_c_it_says_how_to_continue(
