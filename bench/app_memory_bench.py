@@ -16,7 +16,9 @@ viewer asking for the recordings list every 2 s as the page's timer does:
 
 The 2 GB file is random bytes under /tmp and is deleted at the end, as is
 everything the app stored. Extra environment for the app goes in with
-``--env NAME=VALUE`` (for instance ``MALLOC_ARENA_MAX=2``) to compare settings.
+``--env NAME=VALUE`` (for instance ``MALLOC_ARENA_MAX=8``) to compare settings;
+``--compare LABEL=RAW.json`` adds the peaks of an earlier run's raw figures
+(bench/out/results) to the report, for before/after.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from __future__ import annotations
 import argparse
 import base64
 import contextlib
+import json
 import logging
 import shlex
 import shutil
@@ -262,7 +265,8 @@ def busy(
             endpoint="/api/uploads/",
             headers=tus_headers(client, audio.name),
         )
-        wait_for_state(app, audio.stem, {"running"}, 120)
+        if wait_for_state(app, audio.stem, {"running", "failed"}, 120) == "failed":
+            raise RuntimeError(f"the transcript failed; see {app.log_path}")
         uploader = threading.Thread(target=upload_big)
         uploader.start()
         figures["state"] = wait_for_state(app, audio.stem, {"done", "failed"}, 1800)
@@ -300,6 +304,7 @@ def cli_alone(audio: Path, extra_env: dict[str, str], phases: list[Phase]) -> No
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     extra_env = dict(item.split("=", 1) for item in args.env)
+    earlier = [_earlier(item) for item in args.compare]
     audio = corpus.build_speech(args.minutes, corpus.OUT_DIR)
     phases: list[Phase] = []
     tmp = Path(tempfile.mkdtemp(prefix="pd-app-memory-", dir="/tmp"))
@@ -331,8 +336,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "upload_mb": args.upload_mb,
         "env": extra_env,
         "phases": [asdict(p) for p in phases],
+        "compare": earlier,
         **figures,
     }
+
+
+def _earlier(item: str) -> dict[str, Any]:
+    label, _, path = item.rpartition("=")  # a label may hold "=" itself
+    return {"label": label, "phases": json.loads(Path(path).read_text())["phases"]}
 
 
 def _hwm_mib(pid: int) -> float:
@@ -394,7 +405,30 @@ def markdown(data: dict[str, Any], command: str) -> str:
         f" transcript. The app's own high-water mark (VmHWM) over the whole run:"
         f" {data['main_hwm_mib']:.0f} MiB.",
     ]
+    if data.get("compare"):
+        parts.append(_comparison(data))
     return "\n\n".join(parts)
+
+
+def _comparison(data: dict[str, Any]) -> str:
+    """Peak and median of each phase, earlier runs first, this run last."""
+    runs = [*data["compare"], {"label": "this run", "phases": data["phases"]}]
+    names = [p["name"] for p in data["phases"]]
+    rows = []
+    for run in runs:
+        by_name = {p["name"]: p for p in run["phases"]}
+        cells = [
+            f"{by_name[n]['peak_mib']:.0f} / {by_name[n]['median_mib']:.0f}"
+            if n in by_name
+            else "–"
+            for n in names
+        ]
+        rows.append((run["label"], *cells))
+    intro = (
+        "Peak / median RSS in MiB of earlier runs of this benchmark (`--compare`),"
+        " each with the code and environment of its time, which its label names:"
+    )
+    return intro + "\n\n" + report.table(("Run", *names), rows)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -406,6 +440,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--upload-mb", type=int, default=2048, help="MiB uploaded")
     parser.add_argument(
         "--env", action="append", default=[], help="NAME=VALUE for app and CLI"
+    )
+    parser.add_argument(
+        "--compare", action="append", default=[], help="LABEL=RAW.json, earlier"
     )
     parser.add_argument("--docs", type=Path, help="write the section into this file")
     args = parser.parse_args(argv)
