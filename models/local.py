@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from models.engine import Line, SegmentText, Word
 from models.weights import ModelChoice, offline_base, parallelism_for, resolve
+from pipeline import segments
 from pipeline.errors import EngineError, ModelError
 
 if TYPE_CHECKING:
@@ -23,6 +24,16 @@ if TYPE_CHECKING:
     from pipeline.config import Settings
 
 log = logging.getLogger(__name__)
+
+# Silero VAD (faster-whisper's, on onnxruntime) skips the silence inside a
+# segment but adds ~20 MiB to the peak of a 512 MB server; below this budget
+# the pauses that ffmpeg finds are skipped instead (docs/benchmarks.md).
+SILERO_MIN_BUDGET_MB = 768
+# Pauses this long are not transcribed (Whisper invents text in silence);
+# the margin keeps the edges of the words on either side.
+SKIPPED_PAUSE_S = 2.0
+PAUSE_MARGIN_S = 0.2
+MIN_CLIP_S = 0.3
 
 FALLBACK_NOTE = (
     "KB-Whisper kunde inte hämtas (ingen internetanslutning?). Den inbyggda"
@@ -43,6 +54,7 @@ class LocalEngine:
         parallelism: int,
         beam_size: int,
         word_timestamps: bool,
+        silero_vad: bool = True,
     ) -> None:
         self.choice = choice
         self.model_name = choice.name
@@ -51,6 +63,7 @@ class LocalEngine:
         self._model = model
         self._beam_size = beam_size
         self._word_timestamps = word_timestamps
+        self._silero_vad = silero_vad
 
     @classmethod
     def from_settings(cls, settings: Settings) -> LocalEngine:
@@ -103,16 +116,24 @@ class LocalEngine:
             parallelism=parallelism,
             beam_size=settings.beam_size,
             word_timestamps=settings.word_timestamps,
+            silero_vad=settings.memory_budget_mb >= SILERO_MIN_BUDGET_MB,
         )
 
     def transcribe(self, path: Path, language: str) -> SegmentText:
+        if self._silero_vad:
+            skipping: dict[str, object] = {"vad_filter": True}
+        else:
+            clips = speech_clips(segments.pauses(path, SKIPPED_PAUSE_S))
+            if not clips:
+                return SegmentText(lines=[])
+            skipping = {"vad_filter": False, "clip_timestamps": clips}
         try:
             pieces, _ = self._model.transcribe(
                 str(path),
                 language=language,
                 beam_size=self._beam_size,
                 word_timestamps=self._word_timestamps,
-                vad_filter=True,
+                **skipping,
             )
             lines = [
                 Line(
@@ -137,3 +158,21 @@ class LocalEngine:
 
     def close(self) -> None:
         del self._model
+
+
+def speech_clips(pauses: list[tuple[float, float | None]]) -> list[float]:
+    """faster-whisper's ``clip_timestamps`` for the audio between long pauses.
+
+    ``[start, end, start, end, …]`` in seconds; an odd count means the last
+    clip runs to the end of the file. Empty when nothing but silence is left.
+    """
+    clips: list[float] = []
+    start = 0.0
+    for begins, ends in pauses:
+        stop = begins + PAUSE_MARGIN_S
+        if stop - start >= MIN_CLIP_S:
+            clips += [round(start, 3), round(stop, 3)]
+        if ends is None:
+            return clips
+        start = max(0.0, ends - PAUSE_MARGIN_S)
+    return [*clips, round(start, 3)]

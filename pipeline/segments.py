@@ -124,6 +124,32 @@ def scan(path: Path, on_progress: Progress | None = None) -> Scan:
     return Scan(duration_s=decoded_s, silences=silences, decode_errors=errors[0])
 
 
+def pauses(path: Path, min_s: float) -> list[tuple[float, float | None]]:
+    """The pauses of at least ``min_s`` in a (short) file; ``None``: to the end."""
+    cmd = [
+        *_ffmpeg_input(path),
+        *("-map", "0:a:0", "-af"),
+        f"silencedetect=noise={SILENCE_NOISE_DB}dB:d={min_s}",
+        *("-f", "null", "-"),
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    if proc.returncode != 0:
+        log.info("ffmpeg pause search in %s failed: %s", path, proc.stderr[-800:])
+        raise InputError(f"Avsnittet '{path.name}' går inte att avkoda.")
+
+    found: list[tuple[float, float | None]] = []
+    start: float | None = None
+    for line in proc.stderr.splitlines():
+        if m := _SILENCE_START.search(line):
+            start = max(0.0, float(m.group(1)))
+        elif (m := _SILENCE_END.search(line)) and start is not None:
+            found.append((start, float(m.group(1))))
+            start = None
+    if start is not None:
+        found.append((start, None))
+    return found
+
+
 def plan_cuts(
     duration_s: float, silences: list[tuple[float, float]], target_s: float
 ) -> list[float]:
