@@ -48,7 +48,9 @@ GRADIO_TIMEOUT_MS = 30_000
 LaunchBrowser = Callable[[Sequence[str]], Browser]
 
 
-@pytest.fixture(scope="session")
+# Module scope: Playwright's sync API keeps an asyncio loop running in this
+# thread while it is open, and tests in other folders call asyncio.run().
+@pytest.fixture(scope="module")
 def playwright() -> Iterator[Playwright]:
     with sync_playwright() as driver:
         yield driver
@@ -57,7 +59,7 @@ def playwright() -> Iterator[Playwright]:
 def launch_chromium(playwright: Playwright, extra_args: Sequence[str] = ()) -> Browser:
     """Debian's Chromium, headless, with ``extra_args`` after the usual flags."""
     if not Path(CHROMIUM).exists():
-        pytest.skip(f"{CHROMIUM} is not installed")
+        pytest.fail(f"{CHROMIUM} is not installed; scripts/test installs it")
     return playwright.chromium.launch(
         executable_path=CHROMIUM,
         headless=True,
@@ -65,7 +67,7 @@ def launch_chromium(playwright: Playwright, extra_args: Sequence[str] = ()) -> B
     )
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser(playwright: Playwright) -> Iterator[Browser]:
     chromium = launch_chromium(playwright)
     yield chromium
