@@ -10,7 +10,6 @@ confirmed with a second button.
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,10 +17,11 @@ import gradio as gr
 
 from pipeline import comparison, edits
 from pipeline.config import Settings
-from pipeline.errors import NotFoundError, PedagogiskError
+from pipeline.errors import NotFoundError
 from pipeline.storage import Store
 from pipeline.worker import Worker
 from web import comparison_views as views
+from web.handlers import guarded, signed_in
 
 INTRO = (
     "**Jämför motorerna.** Kör den andra motorn på hela inspelningen eller på en"
@@ -88,7 +88,7 @@ def build(store: Store, worker: Worker, settings: Settings, selected: gr.State) 
     timer = gr.Timer(TICK_S)
 
     def on_recording(recording_id: str, request: gr.Request) -> tuple[Any, ...]:
-        owner = _owner(request)
+        owner = signed_in(request)
         hidden = gr.update(visible=False)
         if not recording_id:
             empty = gr.update(choices=[], value=None)
@@ -100,7 +100,7 @@ def build(store: Store, worker: Worker, settings: Settings, selected: gr.State) 
         return (_menu(rows, latest), latest, html, key, hidden, "", other, None)
 
     def on_pick(comparison_id: str | None, request: gr.Request) -> tuple[Any, ...]:
-        owner = _owner(request)
+        owner = signed_in(request)
         if not comparison_id:
             return ("", views.EMPTY, "")
         comparison.owned_comparison(store, owner, comparison_id)
@@ -119,7 +119,7 @@ def build(store: Store, worker: Worker, settings: Settings, selected: gr.State) 
         planned = comparison.plan(
             store,
             settings,
-            _owner(request),
+            signed_in(request),
             asked.recording_id,
             engine=asked.engine,
             start_s=asked.start_s,
@@ -130,7 +130,7 @@ def build(store: Store, worker: Worker, settings: Settings, selected: gr.State) 
     def on_yes(
         recording_id: str, asked: _Asked | None, request: gr.Request
     ) -> tuple[Any, ...]:
-        owner = _owner(request)
+        owner = signed_in(request)
         if asked is None or asked.recording_id != _opened(recording_id):
             raise NotFoundError("Tryck först på ”Jämför …” och läs vad det kostar.")
         comparison_id = comparison.start(
@@ -156,7 +156,7 @@ def build(store: Store, worker: Worker, settings: Settings, selected: gr.State) 
     def on_tick(comparison_id: str, last: str, request: gr.Request) -> tuple[Any, ...]:
         if not comparison_id:
             return (gr.skip(), gr.skip())
-        owner = _owner(request)
+        owner = signed_in(request)
         key = _key(store, comparison_id)
         if key == last:
             return (gr.skip(), gr.skip())
@@ -173,7 +173,7 @@ def build(store: Store, worker: Worker, settings: Settings, selected: gr.State) 
         return on_use("b", comparison_id, request)
 
     def on_use(side: str, comparison_id: str, request: gr.Request) -> tuple[Any, ...]:
-        owner = _owner(request)
+        owner = signed_in(request)
         edits.choose(store, owner, _picked(comparison_id), side)
         html, key = _render(store, owner, comparison_id)
         message = (
@@ -183,12 +183,13 @@ def build(store: Store, worker: Worker, settings: Settings, selected: gr.State) 
         return (message, html, key)
 
     def on_fill(comparison_id: str, side: str, request: gr.Request) -> str:
-        return edits.merged_text(store, _owner(request), _picked(comparison_id), side)
+        owner = signed_in(request)
+        return edits.merged_text(store, owner, _picked(comparison_id), side)
 
     def on_save(
         comparison_id: str, edited: str, request: gr.Request
     ) -> tuple[Any, ...]:
-        owner = _owner(request)
+        owner = signed_in(request)
         edits.save_edited(store, owner, _picked(comparison_id), edited or "")
         html, key = _render(store, owner, comparison_id)
         message = (
@@ -199,36 +200,36 @@ def build(store: Store, worker: Worker, settings: Settings, selected: gr.State) 
 
     hidden_api: dict[str, Any] = {"api_visibility": "private"}
     selected.change(
-        _guard(on_recording),
+        guarded(on_recording),
         [selected],
         [picked, current, view, shown, confirm, said, engine, asked],
         **hidden_api,
     )
-    picked.input(_guard(on_pick), [picked], [current, view, shown], **hidden_api)
+    picked.input(guarded(on_pick), [picked], [current, view, shown], **hidden_api)
     ask.click(
-        _guard(on_ask),
+        guarded(on_ask),
         [selected, engine, start, end],
         [confirm, terms, said, asked],
         **hidden_api,
     )
     yes.click(
-        _guard(on_yes),
+        guarded(on_yes),
         [selected, asked],
         [confirm, picked, current, view, shown, said, asked],
         **hidden_api,
     )
     no.click(on_no, None, [confirm, said, asked], **hidden_api)
     timer.tick(
-        _guard(on_tick),
+        guarded(on_tick),
         [current, shown],
         [view, shown],
         show_progress="hidden",
         **hidden_api,
     )
     for button, handler in ((use_a, on_use_a), (use_b, on_use_b)):
-        button.click(_guard(handler), [current], [said, view, shown], **hidden_api)
-    fill.click(_guard(on_fill), [current, base], [text], **hidden_api)
-    save.click(_guard(on_save), [current, text], [said, view, shown], **hidden_api)
+        button.click(guarded(handler), [current], [said, view, shown], **hidden_api)
+    fill.click(guarded(on_fill), [current, base], [text], **hidden_api)
+    save.click(guarded(on_save), [current, text], [said, view, shown], **hidden_api)
 
 
 @dataclass(frozen=True)
@@ -292,23 +293,3 @@ def _picked(comparison_id: str) -> str:
     if not comparison_id:
         raise NotFoundError("Välj först en jämförelse.")
     return comparison_id
-
-
-def _owner(request: gr.Request) -> str:
-    owner = getattr(request, "username", None)
-    if not owner:
-        raise gr.Error("Du är inte inloggad.")
-    return str(owner)
-
-
-def _guard(handler: Any) -> Any:
-    """The project's errors become a Swedish message instead of a crash."""
-
-    @functools.wraps(handler)
-    def wrapped(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return handler(*args, **kwargs)
-        except PedagogiskError as exc:
-            raise gr.Error(exc.message) from exc
-
-    return wrapped

@@ -8,7 +8,6 @@ address of a new link is shown once, since only its hash is kept.
 
 from __future__ import annotations
 
-import functools
 import html
 import re
 import time
@@ -17,8 +16,9 @@ from typing import Any
 import gradio as gr
 
 from pipeline import sharing
-from pipeline.errors import NotFoundError, PedagogiskError
+from pipeline.errors import NotFoundError
 from pipeline.storage import Store
+from web.handlers import guarded, signed_in
 
 EXPIRY_CHOICES: list[tuple[str, float]] = [
     ("7 dagar", 7),
@@ -63,12 +63,12 @@ def build(store: Store, selected: gr.State) -> None:
             confirmed = gr.Checkbox(visible="hidden", elem_id="pd-share-confirmed")
 
     def show(current: str, request: gr.Request) -> tuple[Any, ...]:
-        return ("", *_links(store, _owner(request), current))
+        return ("", *_links(store, signed_in(request), current))
 
     def do_create(
         current: str, days: float, audio: bool, request: gr.Request
     ) -> tuple[Any, ...]:
-        owner = _owner(request)
+        owner = signed_in(request)
         transcript_id = _current_transcript(store, owner, current)
         token, _ = sharing.create(
             store,
@@ -82,7 +82,7 @@ def build(store: Store, selected: gr.State) -> None:
     def do_revoke(
         current: str, link_id: str, confirmed: bool, request: gr.Request
     ) -> tuple[Any, ...]:
-        owner = _owner(request)
+        owner = signed_in(request)
         if not link_id:
             raise gr.Error("Välj först vilken länk som ska återkallas.")
         if not confirmed:
@@ -95,15 +95,15 @@ def build(store: Store, selected: gr.State) -> None:
         return (message, *_links(store, owner, current))
 
     outputs = [fresh, listing, pick]
-    selected.change(_guard(show), [selected], outputs, api_visibility="private")
+    selected.change(guarded(show), [selected], outputs, api_visibility="private")
     create.click(
-        _guard(do_create),
+        guarded(do_create),
         [selected, expiry, with_audio],
         outputs,
         api_visibility="private",
     )
     revoke.click(
-        _guard(do_revoke),
+        guarded(do_revoke),
         [selected, pick, confirmed],
         outputs,
         js="(s, l) => [s, l,"
@@ -173,23 +173,3 @@ def _expiry(link: sharing.ShareLink) -> str:
 
 def _when(epoch: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M", time.localtime(epoch))
-
-
-def _owner(request: gr.Request) -> str:
-    owner = getattr(request, "username", None)
-    if not owner:
-        raise gr.Error("Du är inte inloggad.")
-    return str(owner)
-
-
-def _guard(handler: Any) -> Any:
-    """The project's errors become a Swedish message instead of a crash."""
-
-    @functools.wraps(handler)
-    def wrapped(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return handler(*args, **kwargs)
-        except PedagogiskError as exc:
-            raise gr.Error(exc.message) from exc
-
-    return wrapped

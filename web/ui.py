@@ -6,18 +6,17 @@ touches that user's rows; ids coming from the browser are checked again.
 
 from __future__ import annotations
 
-import functools
 import logging
 from typing import Any
 
 import gradio as gr
 
 from pipeline.config import Settings
-from pipeline.errors import PedagogiskError
 from pipeline.storage import Store
 from pipeline.worker import Worker
 from web import recorder, sharing_ui, views
 from web.comparison_ui import build as build_comparison
+from web.handlers import guarded, signed_in
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +77,7 @@ def build_ui(store: Store, worker: Worker, settings: Settings) -> gr.Blocks:
         message = gr.Markdown(elem_id="pd-message")
 
         def refresh(current: str, request: gr.Request) -> tuple[Any, ...]:
-            owner = _owner(request)
+            owner = signed_in(request)
             found = views.listing(store, worker, owner, settings.audio_retention_days)
             if current not in found.ids:
                 current = ""
@@ -104,7 +103,7 @@ def build_ui(store: Store, worker: Worker, settings: Settings) -> gr.Blocks:
         def choose(
             found_ids: list[str], evt: gr.SelectData, request: gr.Request
         ) -> tuple[Any, ...]:
-            owner = _owner(request)
+            owner = signed_in(request)
             row = evt.index[0] if isinstance(evt.index, list | tuple) else evt.index
             if not isinstance(row, int) or not 0 <= row < len(found_ids):
                 hidden = gr.update(visible=False)
@@ -119,7 +118,7 @@ def build_ui(store: Store, worker: Worker, settings: Settings) -> gr.Blocks:
             )
 
         def do_rename(current: str, new_title: str, request: gr.Request) -> str:
-            owner = _owner(request)
+            owner = signed_in(request)
             cleaned = new_title.strip()
             if not cleaned or len(cleaned) > 200:
                 return "Titeln måste vara 1–200 tecken."
@@ -132,14 +131,14 @@ def build_ui(store: Store, worker: Worker, settings: Settings) -> gr.Blocks:
         ) -> tuple[str, str]:
             if not current or not confirmed:
                 return current, ""
-            owner = _owner(request)
+            owner = signed_in(request)
             rec = store.owned_recording(owner, current)
             store.delete_recording(current)
             log.info("recording %s deleted by its owner", current)
             return "", f"Inspelningen ”{rec['title']}” är borttagen."
 
         def do_retry(current: str, request: gr.Request) -> str:
-            owner = _owner(request)
+            owner = signed_in(request)
             rec = store.owned_recording(owner, current)
             row = next(r for r in store.recordings_of(owner) if r["id"] == current)
             if row["transcript_state"] != "failed" and rec["state"] != "failed":
@@ -160,27 +159,20 @@ def build_ui(store: Store, worker: Worker, settings: Settings) -> gr.Blocks:
             [ids],
             [selected, detail, status, lines, downloads, retry, player, title],
         )
-        rename.click(_guard(do_rename), [selected, title], message)
+        rename.click(guarded(do_rename), [selected, title], message)
         delete.click(
-            _guard(do_delete),
+            guarded(do_delete),
             [selected, confirmed],
             [selected, message],
             js="(s) => [s,"
             " confirm('Ta bort inspelningen och all dess text och ljud?')]",
         )
-        retry.click(_guard(do_retry), [selected], message)
+        retry.click(guarded(do_retry), [selected], message)
     return ui
 
 
-def _owner(request: gr.Request) -> str:
-    owner = getattr(request, "username", None)
-    if not owner:
-        raise gr.Error("Du är inte inloggad.")
-    return str(owner)
-
-
 def _who(request: gr.Request) -> str:
-    owner = _owner(request)
+    owner = signed_in(request)
     return (
         f"<div class='pd-who'>Inloggad som <b>{owner}</b> · "
         "<form method='post' action='/logout' class='pd-logout'>"
@@ -191,16 +183,3 @@ def _who(request: gr.Request) -> str:
 
 def _note(worker: Worker) -> str:
     return f"**Obs:** {worker.engine_note}" if worker.engine_note else ""
-
-
-def _guard(handler: Any) -> Any:
-    """Turn the project's errors into a Swedish message instead of a crash."""
-
-    @functools.wraps(handler)
-    def wrapped(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return handler(*args, **kwargs)
-        except PedagogiskError as exc:
-            raise gr.Error(exc.message) from exc
-
-    return wrapped
