@@ -71,9 +71,10 @@ def build_ui(store: Store, worker: Worker, settings: Settings) -> gr.Blocks:
                 # a js hook cannot change a gr.State input, only a component's.
                 confirmed = gr.Checkbox(visible="hidden", elem_id="pd-confirmed")
             downloads = gr.HTML(elem_id="pd-downloads")
+            lines = gr.HTML(elem_id="pd-transcript")
             sharing_ui.build(store, selected)
             build_comparison(store, worker, settings, selected)
-            lines = gr.HTML(elem_id="pd-transcript")
+        # Outside the detail column: it must still show after a deletion.
         message = gr.Markdown(elem_id="pd-message")
 
         def refresh(current: str, request: gr.Request) -> tuple[Any, ...]:

@@ -158,11 +158,18 @@ def test_choosing_b_then_editing_changes_the_recordings_transcript(
     opened(page, browser_app)
     page.click("#pd-compare-ask")
     page.click("#pd-compare-yes")
+    # The page still shows the earlier test's finished comparison until the
+    # answer to "Ja, starta" replaces it along with this message.
+    expect(page.locator("#pd-compare-message")).to_contain_text(
+        "startad", timeout=SLOW_MS
+    )
     view = page.locator("#pd-compare-view")
     expect(view.locator(".pd-agreement[data-agreement]")).to_be_visible(timeout=SLOW_MS)
 
     page.click("#pd-use-b")
-    expect(page.locator("#pd-compare-message")).to_contain_text("B är nu")
+    expect(page.locator("#pd-compare-message")).to_contain_text(
+        "B är nu", timeout=SLOW_MS
+    )
     expect(page.locator("#pd-transcript")).to_contain_text("zebra", timeout=SLOW_MS)
 
     page.get_by_text("Redigera den sammanfogade texten").click()
@@ -172,6 +179,8 @@ def test_choosing_b_then_editing_changes_the_recordings_transcript(
     expect(editor).to_have_value(re.compile(r"^\[00:00:0\d\.\d\] .*zebra", re.S))
     editor.fill(editor.input_value().replace("zebra", "räv"))
     page.click("#pd-compare-save")
-    expect(page.locator("#pd-compare-message")).to_contain_text("sparad")
+    expect(page.locator("#pd-compare-message")).to_contain_text(
+        "sparad", timeout=SLOW_MS
+    )
     expect(page.locator("#pd-transcript")).to_contain_text("räv", timeout=SLOW_MS)
     expect(page.locator("#pd-transcript")).not_to_contain_text("zebra")
