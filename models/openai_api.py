@@ -18,7 +18,6 @@ field, since some of them (faster-whisper-server) read that field instead of
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 import subprocess
@@ -28,17 +27,16 @@ from bisect import bisect_right
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
+import av
 import openai
 from openai import omit
 from openai.types.audio import Transcription, TranscriptionVerbose
 
 from models.engine import Line, SegmentText, Word
-from pipeline.errors import EngineError, InputError
-from pipeline.probe import probe
+from pipeline.errors import EngineError
 
 if TYPE_CHECKING:
     from pipeline.config import Settings
@@ -313,26 +311,19 @@ def _audio_seconds(path: Path) -> float:
 
     The container's own figure cannot be trusted here: the FLAC pieces that
     ffmpeg's segment muxer writes have no length in their header (the first
-    piece) or the running total of all pieces so far (the last one).
+    piece) or the running total of all pieces so far (the last one). The
+    packets are read in this process with PyAV (faster-whisper's decoder),
+    since an ffprobe beside each request in flight costs ~50 MB apiece.
     """
     try:
-        probe(path)
-    except InputError as exc:
+        with av.open(str(path)) as container:
+            stream = container.streams.audio[0]
+            ticks = sum(packet.duration or 0 for packet in container.demux(stream))
+            seconds = float(ticks * stream.time_base) if stream.time_base else 0.0
+    except (av.FFmpegError, IndexError, OSError) as exc:
+        log.info("cannot read segment %s: %s", path, exc)
         raise EngineError(f"Avsnittet '{path.name}' går inte att läsa.") from exc
-    proc = subprocess.run(
-        ["ffprobe", "-v", "error", "-select_streams", "a:0", "-of", "json"]
-        + ["-show_entries", "stream=time_base:packet=duration", str(path)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    try:
-        found = json.loads(proc.stdout)
-        ticks = sum(int(p.get("duration", 0)) for p in found.get("packets", []))
-        seconds = float(Fraction(found["streams"][0]["time_base"]) * ticks)
-    except (ValueError, KeyError, IndexError, ZeroDivisionError):
-        seconds = 0.0
-    if proc.returncode != 0 or seconds <= 0:
+    if seconds <= 0:
         raise EngineError(f"Avsnittets längd går inte att läsa ('{path.name}').")
     return seconds
 
