@@ -287,6 +287,20 @@ def test_segment_too_large_even_reencoded_is_refused_before_sending(
     assert fake_openai.received == []
 
 
+def test_unreadable_segment_is_refused_before_sending(
+    fake_openai: FakeOpenAI, tmp_path: Path
+) -> None:
+    broken = tmp_path / "00003.flac"
+    broken.write_bytes(b"fLaC" + b"\x17" * 4000)
+    engine = engine_for(fake_openai.base_url)
+
+    with pytest.raises(EngineError, match="00003.flac"):
+        engine.transcribe(broken, "en")
+    engine.close()
+
+    assert fake_openai.received == []
+
+
 def test_answer_of_the_wrong_shape_is_an_engine_error(
     fake_openai: FakeOpenAI, spoken_flac: dict[str, Path]
 ) -> None:
