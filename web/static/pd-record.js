@@ -35,14 +35,8 @@
   var leftOverBusy = false;
   var opened = null;
 
-  function byId(id) { return document.getElementById(id); }
-
-  function cookie(name) {
-    var found = document.cookie.split("; ").find(function (c) {
-      return c.indexOf(name + "=") === 0;
-    });
-    return found ? decodeURIComponent(found.slice(name.length + 1)) : "";
-  }
+  var byId = window.pdPage.byId;
+  var cookie = window.pdPage.cookie;
 
   function say(text) {
     var box = byId("pd-record-status");

@@ -22,6 +22,9 @@
     return found ? decodeURIComponent(found.slice(name.length + 1)) : "";
   }
 
+  // Shared with pd-record.js, which the page loads after this file.
+  window.pdPage = { byId: byId, cookie: cookie };
+
   function say(text) {
     var box = byId("pd-upload-status");
     if (box) box.textContent = text;
