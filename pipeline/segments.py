@@ -87,20 +87,14 @@ def scan(path: Path, on_progress: Progress | None = None) -> Scan:
     proc = subprocess.Popen(
         cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
-    silences: list[tuple[float, float]] = []
+    pauses = _PauseLog()
     errors = [0]
     tail: list[str] = []
 
     def read_log() -> None:
         assert proc.stderr is not None
-        start: float | None = None
         for line in proc.stderr:
-            if m := _SILENCE_START.search(line):
-                start = max(0.0, float(m.group(1)))
-            elif (m := _SILENCE_END.search(line)) and start is not None:
-                silences.append((start, float(m.group(1))))
-                start = None
-            elif "rror" in line or "nvalid" in line:
+            if not pauses.feed(line) and ("rror" in line or "nvalid" in line):
                 errors[0] += 1
             tail[:] = [*tail[-20:], line.rstrip()]
 
@@ -121,7 +115,7 @@ def scan(path: Path, on_progress: Progress | None = None) -> Scan:
         raise InputError(
             f"Ljudet i '{path.name}' går inte att avkoda (filen är skadad)."
         )
-    return Scan(duration_s=decoded_s, silences=silences, decode_errors=errors[0])
+    return Scan(duration_s=decoded_s, silences=pauses.closed, decode_errors=errors[0])
 
 
 def pauses(path: Path, min_s: float) -> list[tuple[float, float | None]]:
@@ -137,17 +131,31 @@ def pauses(path: Path, min_s: float) -> list[tuple[float, float | None]]:
         log.info("ffmpeg pause search in %s failed: %s", path, proc.stderr[-800:])
         raise InputError(f"Avsnittet '{path.name}' går inte att avkoda.")
 
-    found: list[tuple[float, float | None]] = []
-    start: float | None = None
+    found = _PauseLog()
     for line in proc.stderr.splitlines():
+        found.feed(line)
+    trailing = [] if found.open_start is None else [(found.open_start, None)]
+    return [*found.closed, *trailing]
+
+
+class _PauseLog:
+    """The pauses in ffmpeg's ``silencedetect`` log, read line by line."""
+
+    def __init__(self) -> None:
+        self.closed: list[tuple[float, float]] = []
+        #: Where a pause began that had not ended when the log did.
+        self.open_start: float | None = None
+
+    def feed(self, line: str) -> bool:
+        """Take one log line; whether it was about a pause."""
         if m := _SILENCE_START.search(line):
-            start = max(0.0, float(m.group(1)))
-        elif (m := _SILENCE_END.search(line)) and start is not None:
-            found.append((start, float(m.group(1))))
-            start = None
-    if start is not None:
-        found.append((start, None))
-    return found
+            self.open_start = max(0.0, float(m.group(1)))
+            return True
+        if (m := _SILENCE_END.search(line)) and self.open_start is not None:
+            self.closed.append((self.open_start, float(m.group(1))))
+            self.open_start = None
+            return True
+        return False
 
 
 def plan_cuts(
