@@ -25,10 +25,15 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# Silero VAD (faster-whisper's, on onnxruntime) skips the silence inside a
-# segment but adds ~20 MiB to the peak of a 512 MB server; below this budget
-# the pauses that ffmpeg finds are skipped instead (docs/benchmarks.md).
-SILERO_MIN_BUDGET_MB = 768
+# Below this budget the engine saves memory in two places (docs/benchmarks.md):
+# - Silero VAD (faster-whisper's, on onnxruntime) adds ~20 MiB to the peak,
+#   so the pauses that ffmpeg finds are skipped instead;
+# - when a window decodes badly Whisper samples it again at a higher
+#   temperature; five samples at once (faster-whisper's default) add ~116 MiB
+#   to the peak, two fit inside what beam search already holds.
+TIGHT_BUDGET_MB = 768
+TIGHT_BEST_OF = 2
+DEFAULT_BEST_OF = 5
 # Pauses this long are not transcribed (Whisper invents text in silence);
 # the margin keeps the edges of the words on either side.
 SKIPPED_PAUSE_S = 2.0
@@ -55,6 +60,7 @@ class LocalEngine:
         beam_size: int,
         word_timestamps: bool,
         silero_vad: bool = True,
+        best_of: int = DEFAULT_BEST_OF,
     ) -> None:
         self.choice = choice
         self.model_name = choice.name
@@ -64,6 +70,7 @@ class LocalEngine:
         self._beam_size = beam_size
         self._word_timestamps = word_timestamps
         self._silero_vad = silero_vad
+        self.best_of = best_of
 
     @classmethod
     def from_settings(cls, settings: Settings) -> LocalEngine:
@@ -86,6 +93,7 @@ class LocalEngine:
         from faster_whisper import WhisperModel
 
         parallelism = parallelism_for(choice.size, settings.memory_budget_mb, cores)
+        tight = settings.memory_budget_mb < TIGHT_BUDGET_MB
         threads = max(1, cores // parallelism)
         started = time.monotonic()
         try:
@@ -116,7 +124,8 @@ class LocalEngine:
             parallelism=parallelism,
             beam_size=settings.beam_size,
             word_timestamps=settings.word_timestamps,
-            silero_vad=settings.memory_budget_mb >= SILERO_MIN_BUDGET_MB,
+            silero_vad=not tight,
+            best_of=TIGHT_BEST_OF if tight else DEFAULT_BEST_OF,
         )
 
     def transcribe(self, path: Path, language: str) -> SegmentText:
@@ -132,6 +141,7 @@ class LocalEngine:
                 str(path),
                 language=language,
                 beam_size=self._beam_size,
+                best_of=self.best_of,
                 word_timestamps=self._word_timestamps,
                 **skipping,
             )

@@ -6,7 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from models.local import SILERO_MIN_BUDGET_MB, LocalEngine, speech_clips
+from models.local import (
+    DEFAULT_BEST_OF,
+    TIGHT_BEST_OF,
+    TIGHT_BUDGET_MB,
+    LocalEngine,
+    speech_clips,
+)
 from pipeline.config import Settings
 from tests.conftest import ENGLISH_SENTENCES, concat, ffmpeg, speak
 
@@ -46,7 +52,7 @@ def test_only_silence_leaves_nothing_to_transcribe() -> None:
     assert speech_clips([(0.0, None)]) == []
 
 
-@pytest.mark.parametrize("budget_mb", [512, SILERO_MIN_BUDGET_MB])
+@pytest.mark.parametrize("budget_mb", [512, TIGHT_BUDGET_MB])
 def test_both_ways_of_skipping_keep_the_words_and_their_true_times(
     budget_mb: int, speech_with_a_long_pause: Path, tmp_path: Path
 ) -> None:
@@ -62,6 +68,15 @@ def test_both_ways_of_skipping_keep_the_words_and_their_true_times(
     assert second.start > 20.0
     first_end = max(line.end for line in result.lines if line.start < 10.0)
     assert first_end < 6.0
+
+
+def test_a_tight_budget_samples_fewer_fallback_hypotheses(tmp_path: Path) -> None:
+    tight, roomy = engine_at(512, tmp_path), engine_at(TIGHT_BUDGET_MB, tmp_path)
+    try:
+        assert (tight.best_of, roomy.best_of) == (TIGHT_BEST_OF, DEFAULT_BEST_OF)
+    finally:
+        tight.close()
+        roomy.close()
 
 
 def test_a_silent_segment_gives_no_text(tmp_path: Path) -> None:
