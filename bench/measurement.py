@@ -21,7 +21,7 @@ import statistics
 import subprocess
 import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +46,8 @@ class Measurement:
     load_before: float
     samples: int
     median_rss_mb: float = 0.0
+    # The processes of the sample with the largest sum: "name:pid" -> MiB.
+    peak_parts: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -65,6 +67,7 @@ class TreeSampler(threading.Thread):
         self.peak_kb = 0
         self.hwm_kb: dict[int, int] = {}
         self.totals_kb: list[int] = []
+        self.peak_parts: dict[str, float] = {}
         self.samples = 0
 
     def run(self) -> None:
@@ -82,11 +85,15 @@ class TreeSampler(threading.Thread):
         except psutil.Error:
             return
         total = 0
+        parts: dict[str, float] = {}
         for pid in pids:
             rss, hwm = _status_kb(pid)
             total += rss
             self.hwm_kb[pid] = max(self.hwm_kb.get(pid, 0), hwm)
-        self.peak_kb = max(self.peak_kb, total)
+            name = f"{_command_name(pid)}:{pid}"
+            parts[name] = round(rss / 1024, 1)
+        if total > self.peak_kb:
+            self.peak_kb, self.peak_parts = total, parts
         self.totals_kb.append(total)
         self.samples += 1
 
@@ -102,6 +109,13 @@ def _status_kb(pid: int) -> tuple[int, int]:
         return 0, 0
     found = dict(_STATUS_KB.findall(text))
     return int(found.get("VmRSS", 0)), int(found.get("VmHWM", 0))
+
+
+def _command_name(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return "?"
 
 
 def run_measured(
@@ -157,6 +171,7 @@ def run_measured(
         load_before=load_before,
         samples=sampler.samples,
         median_rss_mb=sampler.median_mb(),
+        peak_parts=sampler.peak_parts,
     )
 
 

@@ -143,6 +143,16 @@ def verdicts(engine: str, runs: list[dict[str, Any]]) -> list[tuple[str, str, bo
     ]
 
 
+def peak_mix(parts: dict[str, float]) -> str:
+    """Which processes the largest sampled sum was made of, by command name."""
+    by_name: dict[str, float] = {}
+    for key, mib in parts.items():
+        name = key.rsplit(":", 1)[0]
+        by_name[name] = by_name.get(name, 0.0) + mib
+    ranked = sorted(by_name.items(), key=lambda item: -item[1])
+    return " + ".join(f"{name} {mib:.0f}" for name, mib in ranked) or "–"
+
+
 def markdown(data: dict[str, Any]) -> str:
     engine = data["engine"]
     rows = [
@@ -150,6 +160,8 @@ def markdown(data: dict[str, Any]) -> str:
             f"{r['audio_s'] / 60:.1f}",
             r["segments"],
             f"{r['peak_rss_mb']:.0f}",
+            peak_mix(r.get("peak_parts", {})),
+            f"{r.get('median_rss_mb', 0):.0f}",
             f"{r['hwm_sum_mb']:.0f}",
             f"{r['wall_s']:.0f}",
             f"{r['audio_s'] / r['wall_s']:.1f}",
@@ -161,6 +173,8 @@ def markdown(data: dict[str, Any]) -> str:
         "Minutes",
         "Segments",
         "Peak RSS MiB",
+        "Peak made of (MiB)",
+        "Median RSS MiB",
         "Sum of per-process peaks MiB",
         "Wall s",
         "Real time ×",

@@ -27,8 +27,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import sqlite_utils
-
 from pipeline.errors import NotFoundError, StorageError
 
 log = logging.getLogger(__name__)
@@ -185,7 +183,6 @@ class Store:
         conn.execute("PRAGMA synchronous=NORMAL")
         self._conn = conn
         self._lock = threading.RLock()
-        self.db = sqlite_utils.Database(conn)
         with self._lock:
             conn.executescript(SCHEMA)
             _add_missing_columns(conn)
@@ -220,7 +217,9 @@ class Store:
 
     def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
         with self._lock:
-            return list(self.db.query(sql, params))
+            cursor = self._conn.execute(sql, params)
+            names = [column[0] for column in cursor.description or ()]
+            return [dict(zip(names, row, strict=True)) for row in cursor]
 
     # Recordings --------------------------------------------------------------
 
