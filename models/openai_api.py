@@ -35,6 +35,7 @@ import openai
 from openai import omit
 from openai.types.audio import Transcription, TranscriptionVerbose
 
+from models import check_engine
 from models.engine import Line, SegmentText, Word
 from pipeline.errors import EngineError
 
@@ -150,12 +151,8 @@ class OpenAIEngine:
     @classmethod
     def from_settings(cls, settings: Settings) -> OpenAIEngine:
         """The engine ``PD_OPENAI_*`` describes; refuses OpenAI without a key."""
+        check_engine(settings, "openai")
         custom = bool(settings.openai_base_url)
-        if not settings.openai_api_key and not custom:
-            raise EngineError(
-                "Ingen API-nyckel för OpenAI är angiven. Sätt PD_OPENAI_API_KEY"
-                " eller välj den lokala motorn (PD_ENGINE=local)."
-            )
 
         return cls(
             model=settings.openai_model,

@@ -13,7 +13,7 @@ import os
 import sys
 from pathlib import Path
 
-from models import Engine, open_engine
+from models import Engine, check_engine, open_engine
 from pipeline import allocator, exports, recordings, transcript
 from pipeline.config import ENGINES, Settings
 from pipeline.errors import PedagogiskError
@@ -102,10 +102,8 @@ def _transcribe_all(args: argparse.Namespace, settings: Settings, store: Store) 
     if args.output and len(args.files) > 1:
         args.output.mkdir(parents=True, exist_ok=True)
 
-    engine = open_engine(settings)
-    note = getattr(engine, "note", "")
-    if note:
-        print(f"obs: {note}", file=sys.stderr)
+    check_engine(settings)
+    engine = _EngineOnDemand(settings)
     try:
         for path in args.files:
             transcript_id = transcribe_file(
@@ -118,7 +116,12 @@ def _transcribe_all(args: argparse.Namespace, settings: Settings, store: Store) 
 
 
 def transcribe_file(
-    path: Path, settings: Settings, store: Store, engine: Engine, *, quiet: bool
+    path: Path,
+    settings: Settings,
+    store: Store,
+    engines: _EngineOnDemand,
+    *,
+    quiet: bool,
 ) -> str:
     """Segment and transcribe one file, resuming any earlier run; its id."""
     bar = _Bar(path.name, quiet)
@@ -126,6 +129,7 @@ def transcribe_file(
     recordings.prepare(
         store, recording_id, target_s=settings.segment_seconds, on_progress=bar.scanned
     )
+    engine = engines.get()
     key = {
         "engine": engine.name,
         "model": engine.model_name,
@@ -170,6 +174,27 @@ def _write(args: argparse.Namespace, source: Path, text: str) -> None:
         partial.replace(target)
     except OSError as exc:
         raise PedagogiskError(f"Kunde inte skriva '{target}': {exc.strerror}.") from exc
+
+
+class _EngineOnDemand:
+    """The engine, opened the first time a recording is cut and ready for it."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._engine: Engine | None = None
+
+    def get(self) -> Engine:
+        if self._engine is None:
+            self._engine = open_engine(self._settings)
+            note = getattr(self._engine, "note", "")
+            if note:
+                _end_bar_line()
+                print(f"obs: {note}", file=sys.stderr)
+        return self._engine
+
+    def close(self) -> None:
+        if self._engine is not None:
+            self._engine.close()
 
 
 class _Bar:

@@ -106,6 +106,32 @@ def test_a_users_mistake_gets_one_clear_line_and_no_traceback(
     assert len(done.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.parametrize(
+    ("args", "env", "message"),
+    [
+        (["--model", "/no/such/model"], {}, "Modellen '/no/such/model' finns inte"),
+        (
+            ["--engine", "openai"],
+            {"PD_OPENAI_API_KEY": "", "OPENAI_API_KEY": "", "PD_OPENAI_BASE_URL": ""},
+            "Ingen API-nyckel för OpenAI",
+        ),
+    ],
+)
+def test_an_engine_that_cannot_start_is_refused_before_the_recording_is_cut(
+    english_wav: Path,
+    settings: Settings,
+    args: list[str],
+    env: dict[str, str],
+    message: str,
+) -> None:
+    done = cli(english_wav, *args, settings=settings, env=env)
+
+    assert done.returncode == 1
+    assert message in done.stderr
+    recordings = settings.data_dir / "recordings"
+    assert not recordings.exists() or not any(recordings.iterdir())
+
+
 def test_an_unknown_setting_value_is_refused_clearly(
     english_wav: Path, settings: Settings
 ) -> None:
