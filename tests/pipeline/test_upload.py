@@ -33,6 +33,7 @@ import pytest
 import uvicorn
 from fastapi import FastAPI
 
+from pipeline import upload as upload_package
 from pipeline.storage import DISK_FULL_MESSAGE
 from pipeline.upload import (
     NO_ROOM_MESSAGE,
@@ -302,6 +303,21 @@ def _patch_when_free(
 
 
 # Core protocol -----------------------------------------------------------------
+
+
+def test_the_package_exports_what_the_app_and_the_bench_import():
+    imported = {
+        "make_upload_router",
+        "purge_expired",
+        "end_stalled",
+        "UploadStats",
+        "NO_ROOM_MESSAGE",
+    }
+
+    exported = set(upload_package.__all__)
+
+    assert imported <= exported
+    assert all(hasattr(upload_package, name) for name in exported)
 
 
 def test_options_describes_the_server_without_tus_resumable(serve):
