@@ -8,33 +8,34 @@ Layout under ``data_dir``::
     models/                        local model files prepared at first use
 
 Everything of one recording lives in its folder and in rows keyed by its id,
-so ``delete_recording`` removes it completely. This module owns the schema.
+so ``delete_recording`` removes it completely. This module owns the schema;
+the connection lives in ``pipeline._database`` and the transcript methods of
+``Store`` in ``pipeline._transcript_rows``.
 """
 
 from __future__ import annotations
 
-import errno
-import json
-import logging
 import shutil
-import sqlite3
-import threading
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.errors import NotFoundError, StorageError
+from pipeline._database import DISK_FULL_MESSAGE, disk_error
+from pipeline._transcript_rows import TranscriptRows
+from pipeline.errors import NotFoundError
 
-log = logging.getLogger(__name__)
-
-DISK_FULL_MESSAGE = (
-    "Disken på servern är full. Inget har gått förlorat; ta bort gamla "
-    "inspelningar eller be administratören frigöra utrymme och försök igen."
-)
+# Reached through this module by the rest of the pipeline.
+__all__ = [
+    "ADDED_COLUMNS",
+    "CURRENT_TRANSCRIPT_SQL",
+    "DISK_FULL_MESSAGE",
+    "SCHEMA",
+    "Segment",
+    "Store",
+    "disk_error",
+]
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS recordings (
@@ -163,63 +164,16 @@ class Segment:
         return self.end_s - self.start_s
 
 
-class Store:
-    """Thread-safe access to the database and the files of the data directory."""
+class Store(TranscriptRows):
+    """Thread-safe access to the database and the files of the data directory.
+
+    The connection, ``transaction`` and ``query`` come from ``Database``; the
+    transcript methods from ``TranscriptRows``; recordings and segments are here.
+    """
 
     def __init__(self, data_dir: Path) -> None:
         self.data_dir = Path(data_dir)
-        try:
-            self.data_dir.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(
-                self.data_dir / "pd.sqlite3",
-                check_same_thread=False,
-                timeout=30,
-                isolation_level=None,
-            )
-        except (OSError, sqlite3.Error) as exc:
-            raise _storage_error(exc) from exc
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA foreign_keys=ON")
-        conn.execute("PRAGMA synchronous=NORMAL")
-        self._conn = conn
-        self._lock = threading.RLock()
-        with self._lock:
-            conn.executescript(SCHEMA)
-            _add_missing_columns(conn)
-
-    def close(self) -> None:
-        with self._lock:
-            self._conn.close()
-
-    def __enter__(self) -> Store:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        """One atomic write; disk-full and I/O errors become ``StorageError``."""
-        with self._lock:
-            try:
-                self._conn.execute("BEGIN IMMEDIATE")
-                try:
-                    yield self._conn
-                    self._conn.execute("COMMIT")
-                except BaseException:
-                    # SQLite has already rolled back after some errors (a full
-                    # disk among them); a second rollback would hide the cause.
-                    if self._conn.in_transaction:
-                        self._conn.execute("ROLLBACK")
-                    raise
-            except sqlite3.OperationalError as exc:
-                raise _storage_error(exc) from exc
-
-    def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
-        with self._lock:
-            cursor = self._conn.execute(sql, params)
-            names = [column[0] for column in cursor.description or ()]
-            return [dict(zip(names, row, strict=True)) for row in cursor]
+        super().__init__(self.data_dir / "pd.sqlite3", SCHEMA, ADDED_COLUMNS)
 
     # Recordings --------------------------------------------------------------
 
@@ -365,136 +319,3 @@ class Store:
             )
             for r in rows
         ]
-
-    # Transcripts -------------------------------------------------------------
-
-    def add_transcript(
-        self, recording_id: str, *, engine: str, model: str, language: str
-    ) -> str:
-        transcript_id = uuid.uuid4().hex
-        with self.transaction() as conn:
-            conn.execute(
-                "INSERT INTO transcripts (id, recording_id, engine, model, language,"
-                " state, created_at) VALUES (?, ?, ?, ?, ?, 'waiting', ?)",
-                (transcript_id, recording_id, engine, model, language, time.time()),
-            )
-        return transcript_id
-
-    def transcript(self, transcript_id: str) -> dict[str, Any]:
-        rows = self.query("SELECT * FROM transcripts WHERE id = ?", (transcript_id,))
-        if not rows:
-            raise NotFoundError("Transkriptionen finns inte.")
-        return rows[0]
-
-    def find_transcript(
-        self, recording_id: str, *, engine: str, model: str, language: str
-    ) -> dict[str, Any] | None:
-        rows = self.query(
-            "SELECT * FROM transcripts WHERE recording_id = ? AND engine = ?"
-            " AND model = ? AND language = ? AND start_s IS NULL"
-            " ORDER BY created_at DESC LIMIT 1",
-            (recording_id, engine, model, language),
-        )
-        return rows[0] if rows else None
-
-    def set_transcript_state(
-        self, transcript_id: str, state: str, *, error: str | None = None
-    ) -> None:
-        now = time.time()
-        with self.transaction() as conn:
-            conn.execute(
-                "UPDATE transcripts SET state = ?, error = ?,"
-                " started_at = CASE WHEN ? = 'running'"
-                "   THEN COALESCE(started_at, ?) ELSE started_at END,"
-                " finished_at = CASE WHEN ? IN ('done', 'failed')"
-                "   THEN ? ELSE NULL END"
-                " WHERE id = ?",
-                (state, error, state, now, state, now, transcript_id),
-            )
-
-    def set_transcript_model(self, transcript_id: str, model: str) -> None:
-        with self.transaction() as conn:
-            conn.execute(
-                "UPDATE transcripts SET model = ? WHERE id = ?", (model, transcript_id)
-            )
-
-    def save_segment_result(
-        self,
-        transcript_id: str,
-        segment: Segment,
-        *,
-        text: str,
-        lines: list[dict[str, Any]],
-        elapsed_s: float,
-        cost_usd: float = 0.0,
-    ) -> None:
-        """Store one finished segment; a restart never transcribes it again."""
-        with self.transaction() as conn:
-            conn.execute(
-                "INSERT OR REPLACE INTO transcript_segments (transcript_id, idx,"
-                " start_s, end_s, text, lines, elapsed_s, cost_usd)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    transcript_id,
-                    segment.idx,
-                    segment.start_s,
-                    segment.end_s,
-                    text,
-                    json.dumps(lines, ensure_ascii=False),
-                    elapsed_s,
-                    cost_usd,
-                ),
-            )
-            conn.execute(
-                "UPDATE transcripts SET cost_usd = (SELECT COALESCE(SUM(cost_usd), 0)"
-                " FROM transcript_segments WHERE transcript_id = ?) WHERE id = ?",
-                (transcript_id, transcript_id),
-            )
-
-    def done_segment_indexes(self, transcript_id: str) -> set[int]:
-        rows = self.query(
-            "SELECT idx FROM transcript_segments WHERE transcript_id = ?",
-            (transcript_id,),
-        )
-        return {r["idx"] for r in rows}
-
-    def segment_results(self, transcript_id: str) -> list[dict[str, Any]]:
-        rows = self.query(
-            "SELECT * FROM transcript_segments WHERE transcript_id = ? ORDER BY idx",
-            (transcript_id,),
-        )
-        for row in rows:
-            row["lines"] = json.loads(row["lines"])
-        return rows
-
-
-def _add_missing_columns(conn: sqlite3.Connection) -> None:
-    """Bring a database made by an older version up to ``ADDED_COLUMNS``."""
-    for table, column, kind in ADDED_COLUMNS:
-        present = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
-        if column in present:
-            continue
-        try:
-            conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
-        except sqlite3.OperationalError as exc:
-            # Another process opening the same database got there first.
-            if "duplicate column" not in str(exc):
-                raise
-            continue
-        log.info("added column %s.%s to the database", table, column)
-
-
-def _storage_error(exc: BaseException) -> StorageError:
-    log.error("storage failed: %s", exc)
-    text = str(exc).lower()
-    full = "disk is full" in text or getattr(exc, "errno", None) == errno.ENOSPC
-    if full:
-        return StorageError(DISK_FULL_MESSAGE)
-    return StorageError(
-        "Datakatalogen på servern går inte att skriva till. Kontakta administratören."
-    )
-
-
-def disk_error(exc: OSError) -> StorageError:
-    """Translate a file-system error met while writing audio or exports."""
-    return _storage_error(exc)

@@ -33,7 +33,8 @@ from pipeline.config import ENGINES, Settings
 from pipeline.errors import NotFoundError, PedagogiskError
 from pipeline.storage import Store
 from pipeline.worker import Worker
-from web import accounts, metrics
+from web import metrics
+from web.auth import Auth
 from web.recorder import make_recorder_router
 from web.share_pages import make_share_router
 
@@ -60,7 +61,7 @@ EXPORT_TYPES = {
 
 def _signed_in(request: Request) -> str:
     """The request's user, or 401: the dependency of every private route."""
-    auth: accounts.Auth = request.app.state.auth
+    auth: Auth = request.app.state.auth
     return auth.require_user(request)
 
 
@@ -138,7 +139,7 @@ def create_app(settings: Settings, *, run_worker: bool = True) -> FastAPI:
     app = FastAPI(lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.services = services
 
-    auth = accounts.Auth(store, secure_cookies=settings.secure_cookies)
+    auth = Auth(store, secure_cookies=settings.secure_cookies)
     app.state.auth = auth
     user_of = auth.current_user
     require_user = auth.require_user

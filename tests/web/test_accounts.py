@@ -19,7 +19,8 @@ from fastapi.testclient import TestClient
 
 from pipeline.config import Settings
 from pipeline.storage import Store
-from web import accounts
+from web import accounts, sessions
+from web.auth import Auth, make_auth_router
 
 ROOT = Path(__file__).resolve().parents[2]
 PASSWORD = "rätt-lösenord"
@@ -41,7 +42,7 @@ def anna(store: Store) -> str:
 
 def make_app(store: Store, *, secure_cookies: bool = False) -> FastAPI:
     """The auth router plus one route of each kind the real server has."""
-    auth = accounts.Auth(store, secure_cookies=secure_cookies)
+    auth = Auth(store, secure_cookies=secure_cookies)
     app = FastAPI()
     app.include_router(auth.router)
 
@@ -160,11 +161,11 @@ def test_a_hash_is_upgraded_when_the_parameters_change(
 
 
 def test_a_new_password_ends_every_session(store: Store, anna: str) -> None:
-    token, _ = accounts.create_session(store, "anna")
+    token, _ = sessions.create_session(store, "anna")
 
     accounts.set_password(store, "anna", "nytt-lösenord")
 
-    assert accounts.session_user(store, token) is None
+    assert sessions.session_user(store, token) is None
     assert accounts.verify(store, "anna", "nytt-lösenord")
     assert not accounts.verify(store, "anna", PASSWORD)
 
@@ -392,10 +393,10 @@ def test_gradio_sees_the_session_and_the_logout(store: Store, anna: str) -> None
     # The factory's router alone; a second ``Auth`` on the same store sees the
     # same sessions because nothing is cached.
     app = FastAPI()
-    app.include_router(accounts.make_auth_router(store, secure_cookies=False))
+    app.include_router(make_auth_router(store, secure_cookies=False))
     with gr.Blocks() as blocks:
         gr.Markdown("PedagogiskDialog")
-    auth = accounts.Auth(store, secure_cookies=False)
+    auth = Auth(store, secure_cookies=False)
     gr.mount_gradio_app(app, blocks, path="/app", auth_dependency=auth.current_user)
     client = TestClient(app, follow_redirects=False)
 
