@@ -48,6 +48,8 @@ class Measurement:
     median_rss_mb: float = 0.0
     # The processes of the sample with the largest sum: "name:pid" -> MiB.
     peak_parts: dict[str, float] = field(default_factory=dict)
+    # When that sample was taken, in seconds after the command started.
+    peak_at_s: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -68,7 +70,9 @@ class TreeSampler(threading.Thread):
         self.hwm_kb: dict[int, int] = {}
         self.totals_kb: list[int] = []
         self.peak_parts: dict[str, float] = {}
+        self.peak_at_s = 0.0
         self.samples = 0
+        self._began = time.monotonic()
 
     def run(self) -> None:
         while not self._stop_event.is_set():
@@ -94,6 +98,7 @@ class TreeSampler(threading.Thread):
             parts[name] = round(rss / 1024, 1)
         if total > self.peak_kb:
             self.peak_kb, self.peak_parts = total, parts
+            self.peak_at_s = time.monotonic() - self._began
         self.totals_kb.append(total)
         self.samples += 1
 
@@ -172,6 +177,7 @@ def run_measured(
         samples=sampler.samples,
         median_rss_mb=sampler.median_mb(),
         peak_parts=sampler.peak_parts,
+        peak_at_s=sampler.peak_at_s,
     )
 
 
