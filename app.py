@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    allocator.tune()
+    allocator.tune(settings.memory_budget_mb)
     # Gradio's own telemetry would try the network at every start, and its
     # temporary files belong in the data directory, emptied at each start.
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")

@@ -25,13 +25,13 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# Below this budget the engine saves memory in two places (docs/benchmarks.md):
+# Below TIGHT_BUDGET_MB the engine saves memory in two places
+# (docs/benchmarks.md):
 # - Silero VAD (faster-whisper's, on onnxruntime) adds ~20 MiB to the peak,
 #   so the pauses that ffmpeg finds are skipped instead;
 # - when a window decodes badly Whisper samples it again at a higher
 #   temperature; five samples at once (faster-whisper's default) add ~116 MiB
 #   to the peak, two fit inside what beam search already holds.
-TIGHT_BUDGET_MB = 768
 TIGHT_BEST_OF = 2
 DEFAULT_BEST_OF = 5
 # Pauses this long are not transcribed (Whisper invents text in silence);
@@ -93,7 +93,7 @@ class LocalEngine:
         from faster_whisper import WhisperModel
 
         parallelism = parallelism_for(choice.size, settings.memory_budget_mb, cores)
-        tight = settings.memory_budget_mb < TIGHT_BUDGET_MB
+        tight = settings.tight_memory
         threads = max(1, cores // parallelism)
         started = time.monotonic()
         try:

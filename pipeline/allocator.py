@@ -1,4 +1,4 @@
-"""glibc's allocator, set up once at program start for a 512 MB server.
+"""glibc's allocator, set up once at program start for a small server.
 
 Two of glibc's defaults cost the local engine a lot of memory that is free
 but never handed back:
@@ -12,6 +12,9 @@ but never handed back:
   the web server and the upload threads.
 
 Measured with the whole app in docs/benchmarks.md ("Whole-app memory").
+The fixed threshold has a price: every large buffer is mapped and zeroed
+afresh, which made the local engine about a third slower, so a budget of
+``TIGHT_BUDGET_MB`` or more keeps glibc's defaults.
 A value set in the environment (``MALLOC_MMAP_THRESHOLD_``,
 ``MALLOC_ARENA_MAX``) is left as it is; other C libraries are left alone.
 """
@@ -22,6 +25,8 @@ import ctypes
 import logging
 import os
 
+from pipeline.config import TIGHT_BUDGET_MB
+
 log = logging.getLogger(__name__)
 
 MMAP_THRESHOLD_BYTES = 1 << 20
@@ -31,8 +36,10 @@ _M_MMAP_THRESHOLD = -3
 _M_ARENA_MAX = -8
 
 
-def tune() -> None:
-    """Apply the two settings above; call before any thread is started."""
+def tune(budget_mb: int) -> None:
+    """Apply the two settings above below a tight budget; call before any thread."""
+    if budget_mb >= TIGHT_BUDGET_MB:
+        return
     try:
         libc = ctypes.CDLL("libc.so.6")
     except OSError:  # not glibc (musl, macOS)

@@ -56,9 +56,9 @@ def main(argv: list[str] | None = None) -> int:
         level=os.environ.get("PD_LOG_LEVEL", "WARNING").upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    allocator.tune()
     try:
         settings = _settings(args)
+        allocator.tune(settings.memory_budget_mb)
         with Store(settings.data_dir) as store:
             return _transcribe_all(args, settings, store)
     except PedagogiskError as exc:

@@ -13,6 +13,11 @@ from pathlib import Path
 from pipeline.errors import PedagogiskError
 
 ENGINES = ("local", "openai")
+# Below this budget the app trades speed and some accuracy for memory: glibc
+# returns freed buffers at once, ffmpeg's pauses stand in for Silero VAD and
+# a badly decoded window is sampled twice rather than five times
+# (docs/benchmarks.md).
+TIGHT_BUDGET_MB = 768
 
 
 @dataclass(frozen=True)
@@ -58,6 +63,11 @@ class Settings:
         settings = cls(**values)  # type: ignore[arg-type]
         settings.validate()
         return settings
+
+    @property
+    def tight_memory(self) -> bool:
+        """Whether the memory budget calls for the savings that cost speed."""
+        return self.memory_budget_mb < TIGHT_BUDGET_MB
 
     def validate(self) -> None:
         if self.engine not in ENGINES:

@@ -6,14 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from models.local import (
-    DEFAULT_BEST_OF,
-    TIGHT_BEST_OF,
-    TIGHT_BUDGET_MB,
-    LocalEngine,
-    speech_clips,
-)
-from pipeline.config import Settings
+from models.local import DEFAULT_BEST_OF, TIGHT_BEST_OF, LocalEngine, speech_clips
+from pipeline.config import TIGHT_BUDGET_MB, Settings
 from tests.conftest import ENGLISH_SENTENCES, concat, ffmpeg, speak
 
 
