@@ -228,7 +228,9 @@ def _cmdline(process: psutil.Process) -> list[str]:
 def test_interrupted_with_ctrl_c_it_says_how_to_continue(
     english_wav: Path, settings: Settings, tmp_path: Path
 ) -> None:
-    long = concat([english_wav] * 3, tmp_path / "long.wav")
+    # Long enough that tiny.en cannot finish the job in the moment the
+    # signal takes to arrive.
+    long = concat([english_wav] * 12, tmp_path / "long.wav")
     proc = subprocess.Popen(
         [sys.executable, "-m", "pipeline", "transcribe", str(long)],
         cwd=ROOT,
