@@ -228,11 +228,12 @@ def _cmdline(process: psutil.Process) -> list[str]:
 def test_interrupted_with_ctrl_c_it_says_how_to_continue(
     english_wav: Path, settings: Settings, tmp_path: Path
 ) -> None:
-    # Long enough that tiny.en cannot finish the job in the moment the
-    # signal takes to arrive.
-    long = concat([english_wav] * 12, tmp_path / "long.wav")
+    long = concat([english_wav] * 6, tmp_path / "long.wav")
     proc = subprocess.Popen(
         [sys.executable, "-m", "pipeline", "transcribe", str(long)],
+        # A suite started in the background of a shell inherits SIGINT
+        # ignored, and so would the CLI; Ctrl-C must reach it as in a terminal.
+        preexec_fn=_default_sigint,
         cwd=ROOT,
         env=cli_env(settings, {"PD_LOG_LEVEL": "INFO"}),
         stdout=subprocess.DEVNULL,
@@ -251,6 +252,10 @@ def test_interrupted_with_ctrl_c_it_says_how_to_continue(
     assert proc.returncode == 130
     assert "Kör samma kommando igen" in rest
     assert "Traceback" not in rest
+
+
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def done_segments(settings: Settings) -> set[int]:
