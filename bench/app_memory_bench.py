@@ -452,12 +452,9 @@ def main(argv: list[str] | None = None) -> None:
 
     data = run(args)
     command = shlex.join(["python", "-m", "bench.app_memory_bench", *argv])
-    raw = report.save_raw(corpus.OUT_DIR / "results", SECTION, data)
-    section = markdown(data, command)
-    print(section)
-    print(f"\nraw figures: {raw}")
-    if args.docs:
-        report.replace_section(args.docs, SECTION, section)
+    report.publish(
+        corpus.OUT_DIR / "results", SECTION, data, markdown(data, command), args.docs
+    )
 
 
 if __name__ == "__main__":

@@ -144,12 +144,9 @@ def main(argv: list[str] | None = None) -> None:
         "machine": machine(),
         "runs": [measure(audio, best_of) for best_of in BEST_OF],
     }
-    raw = report.save_raw(corpus.OUT_DIR / "results", "fallback-memory", data)
-    section = markdown(data)
-    print(section)
-    print(f"\nraw figures: {raw}")
-    if args.docs:
-        report.replace_section(args.docs, "fallback-memory", section)
+    report.publish(
+        corpus.OUT_DIR / "results", "fallback-memory", data, markdown(data), args.docs
+    )
 
 
 if __name__ == "__main__":

@@ -97,12 +97,9 @@ def main(argv: list[str] | None = None) -> None:
         "bare_mib": rss_after_import(""),
         "modules": {m: rss_after_import(m) for m in MODULES if installed(m)},
     }
-    raw = report.save_raw(corpus.OUT_DIR / "results", "import-cost", data)
-    section = markdown(data)
-    print(section)
-    print(f"\nraw figures: {raw}")
-    if args.docs:
-        report.replace_section(args.docs, "import-cost", section)
+    report.publish(
+        corpus.OUT_DIR / "results", "import-cost", data, markdown(data), args.docs
+    )
 
 
 if __name__ == "__main__":

@@ -245,12 +245,13 @@ def main(argv: list[str] | None = None) -> None:
         "runs": runs,
         "verdicts": verdicts(args.engine, runs),
     }
-    raw = report.save_raw(corpus.OUT_DIR / "results", f"memory-{args.engine}", data)
-    section = markdown(data)
-    print(section)
-    print(f"\nraw figures: {raw}")
-    if args.docs:
-        report.replace_section(args.docs, f"memory-{args.engine}", section)
+    report.publish(
+        corpus.OUT_DIR / "results",
+        f"memory-{args.engine}",
+        data,
+        markdown(data),
+        args.docs,
+    )
 
 
 if __name__ == "__main__":

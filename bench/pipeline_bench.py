@@ -282,12 +282,9 @@ def main(argv: list[str] | None = None) -> None:
         "notes": notes,
         "runs": runs,
     }
-    raw = report.save_raw(corpus.OUT_DIR / "results", "pipeline", data)
-    section = markdown(data)
-    print(section)
-    print(f"\nraw figures: {raw}")
-    if args.docs:
-        report.replace_section(args.docs, "pipeline", section)
+    report.publish(
+        corpus.OUT_DIR / "results", "pipeline", data, markdown(data), args.docs
+    )
 
 
 def cross_check(threads: int, timeout_s: float) -> str:

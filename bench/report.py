@@ -81,5 +81,16 @@ def save_raw(out_dir: Path, name: str, data: dict[str, Any]) -> Path:
     return path
 
 
+def publish(
+    out_dir: Path, key: str, data: dict[str, Any], section: str, docs: Path | None
+) -> None:
+    """Keep the raw figures, print the section, and write it into ``docs`` if given."""
+    raw = save_raw(out_dir, key, data)
+    print(section)
+    print(f"\nraw figures: {raw}")
+    if docs:
+        replace_section(docs, key, section)
+
+
 def now() -> str:
     return time.strftime("%Y-%m-%d %H:%M %Z")

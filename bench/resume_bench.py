@@ -390,12 +390,9 @@ def main(argv: list[str] | None = None) -> None:
         "checks": checks(attempts, final_text, reference_text, segments),
         "notes": notes,
     }
-    raw = report.save_raw(corpus.OUT_DIR / "results", "resume", data)
-    section = markdown(data)
-    print(section)
-    print(f"\nraw figures: {raw}")
-    if args.docs:
-        report.replace_section(args.docs, "resume", section)
+    report.publish(
+        corpus.OUT_DIR / "results", "resume", data, markdown(data), args.docs
+    )
 
 
 if __name__ == "__main__":

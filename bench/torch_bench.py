@@ -156,12 +156,7 @@ def main(argv: list[str] | None = None) -> None:
             f" after: {os.getloadavg()[0]:.2f} (shared machine)."
         ],
     }
-    raw = report.save_raw(corpus.OUT_DIR / "results", "torch", data)
-    section = markdown(data)
-    print(section)
-    print(f"\nraw figures: {raw}")
-    if args.docs:
-        report.replace_section(args.docs, "torch", section)
+    report.publish(corpus.OUT_DIR / "results", "torch", data, markdown(data), args.docs)
 
 
 if __name__ == "__main__":
